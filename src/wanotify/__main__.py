@@ -1,0 +1,3 @@
+from wanotify.cli import main
+
+main()

@@ -1,0 +1,237 @@
+"""The ``wanotify`` command (typer). Every verb reads the same WANOTIFY_* settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="wanotify",
+    help="Outbound WhatsApp Business notifications: paced, retried, with fallback and exact statuses.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _settings() -> Any:
+    from pydantic import ValidationError
+
+    from wanotify.config import get_settings
+
+    try:
+        s = get_settings()
+        s.sender_list  # noqa: B018  (validate senders now, with a clear message)
+    except (ValidationError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
+    return s
+
+
+def _setup_logging() -> None:
+    from wanotify.logs import setup_logging
+
+    s = _settings()
+    setup_logging(s.log_level, s.log_json)
+
+
+@app.command()
+def migrate() -> None:
+    """Create the database if needed and apply the Alembic migrations up to head."""
+    from wanotify.db.migrate import current_revision, upgrade
+
+    s = _settings()
+    upgrade(s.database_url)
+    console.print(f"database at revision {current_revision(s.database_url)}")
+
+
+@app.command()
+def web(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API, Meta's webhook, health and metrics (uvicorn)."""
+    import uvicorn
+
+    s = _settings()
+    _setup_logging()
+    uvicorn.run(
+        "wanotify.web.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        log_level=s.log_level.lower(),
+    )
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8900,
+    webhook_url: Annotated[str, typer.Option(help="Where to POST signed status webhooks ('' disables).")] = "http://127.0.0.1:8000/webhooks/whatsapp",
+) -> None:
+    """Serve the local Graph API double (and a Twilio-style SMS provider)."""
+    from wanotify.sandbox.server import run_sandbox
+
+    s = _settings()
+    _setup_logging()
+    run_sandbox(host, port, webhook_url or None, s)
+
+
+@app.command(context_settings=PASSTHROUGH)
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker; further options go to `celery worker` (default: every queue)."""
+    from wanotify.worker.app import QUEUES, celery_app
+
+    _settings()
+    args = list(ctx.args)
+    if not any(a in ("-Q", "--queues") or a.startswith(("--queues=", "-Q")) for a in args):
+        args += ["--queues", ",".join(QUEUES)]
+    if not any(a in ("-P", "--pool") or a.startswith(("--pool=", "-P")) for a in args):
+        args += ["--pool", "threads"]
+    if not any(a in ("-c", "--concurrency") or a.startswith(("--concurrency=", "-c")) for a in args):
+        args += ["--concurrency", "16"]
+    if not any(a in ("-E", "--task-events") for a in args):
+        args += ["--task-events"]
+    celery_app.worker_main(["worker", *args])
+
+
+@app.command(context_settings=PASSTHROUGH)
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat (scheduled campaigns, periodic sweeps); options go to `celery beat`."""
+    from wanotify.worker.app import celery_app
+
+    _settings()
+    celery_app.start(["beat", *ctx.args])
+
+
+@app.command(context_settings=PASSTHROUGH)
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port for Flower.")] = 5555,
+) -> None:
+    """Run Flower against wanotify's Celery app; options go to `celery flower`."""
+    from wanotify.worker.app import celery_app
+
+    _settings()
+    celery_app.start(["flower", f"--port={port}", *ctx.args])
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option(help="Recipient in E.164, e.g. +919876543210.")],
+    template: Annotated[str | None, typer.Option(help="Approved template name.")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Body parameter (repeat, in order).")] = None,
+    language: Annotated[str, typer.Option(help="Template language code.")] = "en",
+    text: Annotated[str | None, typer.Option(help="Free-form text instead of a template.")] = None,
+    kind: Annotated[str, typer.Option(help="otp, transactional or marketing.")] = "transactional",
+    sender: Annotated[str | None, typer.Option(help="Sender name (default: the first).")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+) -> None:
+    """Enqueue one job and print its id."""
+    from wanotify.errors import IdempotencyConflict, InvalidJob
+    from wanotify.intake import notify
+
+    _settings()
+    body: dict[str, Any] = {"to": to, "kind": kind}
+    if template is not None:
+        body.update(template=template, language=language, params={"body": list(param or [])})
+    if text is not None:
+        body["text"] = text
+    if sender:
+        body["sender"] = sender
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    try:
+        acc = notify(body)
+    except InvalidJob as exc:
+        for e in exc.errors:
+            err_console.print(f"[red]error:[/red] {e[0]}: {e[1]}")
+        raise typer.Exit(2) from None
+    except IdempotencyConflict as exc:
+        _fail(str(exc))
+    console.print(acc.id)
+
+
+@app.command()
+def status(
+    notification_id: Annotated[str | None, typer.Argument(help="Show one notification.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Queue depths per sender, counts per status; or one notification's timeline."""
+    import uuid
+
+    _settings()
+    if notification_id:
+        from wanotify.views import notification_view
+
+        try:
+            jid = uuid.UUID(notification_id)
+        except ValueError:
+            _fail(f"{notification_id!r} is not a notification id")
+        view = notification_view(jid)
+        if view is None:
+            _fail(f"no notification {notification_id}", 1)
+        console.print_json(json.dumps(view))
+        return
+    from wanotify.status_view import overview
+
+    data = overview()
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+        return
+    t = Table(title="senders")
+    for col in ("sender", "otp", "transactional", "marketing", "held", "inflight", "dispatching"):
+        t.add_column(col, justify="right" if col != "sender" else "left")
+    for name, d in data["senders"].items():
+        t.add_row(name, str(d["otp"]), str(d["transactional"]), str(d["marketing"]), str(d["held"]),
+                  str(d["inflight"]), "yes" if d["owned"] else "no")
+    console.print(t)
+    t2 = Table(title="notifications by status")
+    t2.add_column("kind")
+    t2.add_column("status")
+    t2.add_column("count", justify="right")
+    for row in data["counts"]:
+        t2.add_row(row["kind"], row["status"], str(row["count"]))
+    console.print(t2)
+
+
+@app.command()
+def demo(
+    otp: Annotated[int, typer.Option(help="OTP jobs.")] = 200,
+    orders: Annotated[int, typer.Option(help="Order confirmations.")] = 500,
+    reminders: Annotated[int, typer.Option(help="Appointment reminders.")] = 300,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 150.0,
+) -> None:
+    """Run the whole pipeline locally against the sandbox and print what happened."""
+    from wanotify.demo import run_demo
+
+    code = run_demo(otp=otp, orders=orders, reminders=reminders, timeout=timeout)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

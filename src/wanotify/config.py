@@ -1,0 +1,156 @@
+"""Typed settings: every verb and process reads the same ``WANOTIFY_*`` variables."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_TEMPLATES = DATA_DIR / "templates.yaml"
+
+SANDBOX_SENDER: dict[str, Any] = {
+    "name": "main",
+    "phone_number_id": "106540352242922",
+    "waba_id": "102290129340398",
+    "display_phone_number": "+15550100001",
+    "access_token": "sandbox-token-main",
+    "mps": 80,
+}
+
+
+class SenderConfig(BaseModel):
+    """One WhatsApp business phone number wanotify sends from."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=64)
+    phone_number_id: str = Field(pattern=r"^[0-9]{5,20}$")
+    waba_id: str = Field(pattern=r"^[0-9]{5,20}$")
+    access_token: SecretStr
+    display_phone_number: str | None = None
+    mps: int = Field(default=80, ge=1, le=10_000)
+    # Meta's pair limit: about one message per 6 s to one recipient, with bursts.
+    pair_interval_s: float = Field(default=6.0, gt=0)
+    pair_burst: int = Field(default=5, ge=1, le=100)
+    # Portfolio-wide daily unique-recipient tier (None: unlimited).
+    daily_unique_limit: int | None = Field(default=None, ge=1)
+
+
+def load_ref(value: str) -> Any:
+    """Parse a JSON/YAML literal or an ``@path`` to a JSON/YAML file."""
+    text = value.strip()
+    if text.startswith("@"):
+        text = Path(text[1:]).expanduser().read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WANOTIFY_", env_file=".env", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/wanotify"
+    redis_url: str = "redis://localhost:6379/0"
+    graph_api_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v23.0"
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    api_keys: SecretStr | None = None
+    senders: str | None = None
+    templates: str | None = None
+    sms_url: str | None = None
+    sms_from: str = "WANOTIFY"
+    smtp_url: str | None = None
+    email_from: str = "notifications@wanotify.local"
+    quiet_hours: str = "21:00-09:00"
+
+    # Delivery machinery (not part of the stable surface, but configurable).
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    send_concurrency: int = Field(default=64, ge=1, le=1024)
+    dispatch_slice_s: float = Field(default=5.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=10.0, gt=0)
+    broker_visibility_timeout_s: int = Field(default=90, ge=5)
+    max_attempts_transient: int = Field(default=5, ge=1)
+    pacing_safety: float = Field(default=0.98, gt=0.1, le=1.0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Sandbox behaviour.
+    sandbox_latency_ms: float = Field(default=0.0, ge=0)
+    sandbox_failures: str | None = None
+    sandbox_webhook_delay_ms: float = Field(default=150.0, ge=0)
+    sandbox_read_ratio: float = Field(default=0.5, ge=0, le=1)
+    sandbox_duplicate_ratio: float = Field(default=0.05, ge=0, le=1)
+    sandbox_reorder_ratio: float = Field(default=0.05, ge=0, le=1)
+
+    @field_validator("graph_api_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @cached_property
+    def sender_list(self) -> list[SenderConfig]:
+        raw = load_ref(self.senders) if self.senders else [SANDBOX_SENDER]
+        if isinstance(raw, dict):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise ValueError("WANOTIFY_SENDERS must be a non-empty JSON list of senders")
+        senders = [SenderConfig.model_validate(item) for item in raw]
+        names = [s.name for s in senders]
+        if len(set(names)) != len(names):
+            raise ValueError("WANOTIFY_SENDERS: sender names must be unique")
+        return senders
+
+    @cached_property
+    def sender_map(self) -> dict[str, SenderConfig]:
+        return {s.name: s for s in self.sender_list}
+
+    def sender(self, name: str | None) -> SenderConfig:
+        if name is None:
+            return self.sender_list[0]
+        return self.sender_map[name]
+
+    @property
+    def templates_path(self) -> Path:
+        if self.templates:
+            return Path(self.templates.lstrip("@")).expanduser()
+        return DEFAULT_TEMPLATES
+
+    @cached_property
+    def api_key_set(self) -> frozenset[str]:
+        if self.api_keys is None:
+            return frozenset()
+        return frozenset(
+            k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
+        )
+
+    @property
+    def graph_base(self) -> str:
+        return f"{self.graph_api_url}/{self.graph_api_version}"
+
+    def sandbox_failure_rules(self) -> list[dict[str, Any]] | None:
+        if not self.sandbox_failures:
+            return None
+        raw = load_ref(self.sandbox_failures)
+        return list(raw) if raw is not None else []
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()
+
+
+def dumps_senders(senders: list[dict[str, Any]]) -> str:
+    return json.dumps(senders)

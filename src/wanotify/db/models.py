@@ -1,0 +1,182 @@
+"""Tables. Postgres is the system of record; Redis only ever holds ids and pacing state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+TS = DateTime(timezone=True)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16), default="whatsapp")
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(20))
+    template: Mapped[str | None] = mapped_column(String(512))
+    language: Mapped[str | None] = mapped_column(String(15))
+    category: Mapped[str | None] = mapped_column(String(20))
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    wamid: Mapped[str | None] = mapped_column(String(128), index=True)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    claimed_at: Mapped[datetime | None] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    accepted_at: Mapped[datetime | None] = mapped_column(TS)
+    sent_at: Mapped[datetime | None] = mapped_column(TS)
+    delivered_at: Mapped[datetime | None] = mapped_column(TS)
+    read_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        Index(
+            "ix_notifications_open",
+            "status",
+            "updated_at",
+            postgresql_where=text("status IN ('queued', 'sending')"),
+        ),
+    )
+
+
+class Attempt(Base):
+    """One row per provider call."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class StatusEvent(Base):
+    """Append-only, deduplicated timeline of everything that happened to a message."""
+
+    __tablename__ = "status_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(16))  # webhook | worker
+    at: Mapped[datetime] = mapped_column(TS)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    applied: Mapped[bool] = mapped_column(default=False, server_default="false")
+    received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class WebhookInbox(Base):
+    """Raw, signature-verified webhook bodies, kept until ingested."""
+
+    __tablename__ = "webhook_inbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    processed_at: Mapped[datetime | None] = mapped_column(TS)
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_webhook_inbox_pending", "id", postgresql_where=text("processed_at IS NULL")),
+    )
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    wamid: Mapped[str] = mapped_column(String(128), unique=True)
+    from_number: Mapped[str] = mapped_column(String(20), index=True)
+    phone_number_id: Mapped[str | None] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    at: Mapped[datetime] = mapped_column(TS)
+    received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class TemplateEvent(Base):
+    __tablename__ = "template_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(String(512))
+    language: Mapped[str | None] = mapped_column(String(15))
+    value: Mapped[str | None] = mapped_column(String(64))
+    previous: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class RejectedJob(Base):
+    """Bodies that arrived through the Celery intake queue and failed validation."""
+
+    __tablename__ = "rejected_jobs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text)
+    errors: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())

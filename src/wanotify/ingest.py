@@ -1,0 +1,306 @@
+"""Inbound webhooks: keep the raw body first, then turn it into rows.
+
+``store_webhook`` runs in the HTTP handler (one INSERT, then 200). The ingest task calls
+``ingest_inbox``: parse, write deduplicated status events, move each job's status forward
+only, keep inbound messages and template events, and mark the body processed. A status
+for a wamid we do not know yet is kept (unapplied) and applied as soon as the wamid is
+recorded, or by the sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from wanotify.db import session_scope
+from wanotify.status import SQL_RANK
+from wanotify.webhook_parse import ParsedWebhook, WebhookError, parse_webhook
+
+log = logging.getLogger("wanotify.ingest")
+
+_RANK = SQL_RANK.format(col="status")
+_NEW_RANK = SQL_RANK.format(col=":status")
+
+# One statement moves a job by one status report: forward only; failed only before
+# delivered; terminal states never move; timestamps filled once.
+APPLY_SQL = text(
+    f"""
+UPDATE notifications SET
+  status = CASE
+    WHEN {_RANK} >= 100 THEN status
+    WHEN :status = 'failed' AND {_RANK} < 4 THEN 'failed'
+    WHEN :status <> 'failed' AND {_NEW_RANK} < 100 AND {_NEW_RANK} > {_RANK} THEN :status
+    ELSE status END,
+  error_code = CASE WHEN :status = 'failed' AND {_RANK} < 4 THEN :code ELSE error_code END,
+  error_message = CASE WHEN :status = 'failed' AND {_RANK} < 4 THEN :title ELSE error_message END,
+  finished_at = CASE WHEN :status = 'failed' AND {_RANK} < 4 THEN now() ELSE finished_at END,
+  sent_at = CASE WHEN :status = 'sent' THEN COALESCE(sent_at, :at) ELSE sent_at END,
+  delivered_at = CASE WHEN :status = 'delivered' THEN COALESCE(delivered_at, :at) ELSE delivered_at END,
+  read_at = CASE WHEN :status = 'read' THEN COALESCE(read_at, :at) ELSE read_at END,
+  wamid = COALESCE(wamid, :wamid),
+  updated_at = now()
+WHERE id = :nid
+"""
+)
+
+
+def store_webhook(body: bytes) -> int:
+    with session_scope() as s:
+        return int(
+            s.execute(
+                text("INSERT INTO webhook_inbox (body) VALUES (:b) RETURNING id"), {"b": body}
+            ).scalar_one()
+        )
+
+
+@dataclass
+class IngestReport:
+    bodies: int = 0
+    statuses: int = 0
+    new_events: int = 0
+    applied: int = 0
+    unmatched: int = 0
+    messages: int = 0
+    template_events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _as_uuid(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport:
+    """Process stored webhook bodies (the given ones, or the oldest pending)."""
+    report = IngestReport()
+    with session_scope() as s:
+        if ids is None:
+            rows = s.execute(
+                text(
+                    "SELECT id, body FROM webhook_inbox WHERE processed_at IS NULL ORDER BY id"
+                    " LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"n": limit},
+            ).all()
+        else:
+            rows = s.execute(
+                text(
+                    "SELECT id, body FROM webhook_inbox WHERE id = ANY(:ids) AND processed_at IS NULL"
+                    " ORDER BY id FOR UPDATE SKIP LOCKED"
+                ),
+                {"ids": ids},
+            ).all()
+        done: list[dict[str, Any]] = []
+        parsed: list[ParsedWebhook] = []
+        for row in rows:
+            try:
+                parsed.append(parse_webhook(bytes(row.body)))
+                done.append({"id": row.id, "err": None})
+            except WebhookError as exc:
+                done.append({"id": row.id, "err": str(exc)[:2000]})
+                report.problems.append(f"inbox {row.id}: {exc}")
+        for p in parsed:
+            _write(s, p, report)
+        if done:
+            s.execute(
+                text(
+                    "UPDATE webhook_inbox SET processed_at = now(), tries = tries + 1, error = :err"
+                    " WHERE id = :id"
+                ),
+                done,
+            )
+        report.bodies = len(rows)
+    return report
+
+
+def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
+    report.problems.extend(p.problems)
+    if p.statuses:
+        _write_statuses(s, p, report)
+    if p.messages:
+        s.execute(
+            text(
+                "INSERT INTO inbound_messages (wamid, from_number, phone_number_id, type, text, payload, at)"
+                " VALUES (:wamid, :frm, :pnid, :type, :text, CAST(:payload AS jsonb), :at)"
+                " ON CONFLICT (wamid) DO NOTHING"
+            ),
+            [
+                {
+                    "wamid": m.wamid,
+                    "frm": m.from_number or m.from_user_id or "",
+                    "pnid": m.phone_number_id,
+                    "type": m.type,
+                    "text": m.text,
+                    "payload": orjson.dumps(m.raw).decode(),
+                    "at": m.timestamp,
+                }
+                for m in p.messages
+            ],
+        )
+        report.messages += len(p.messages)
+    if p.templates:
+        s.execute(
+            text(
+                "INSERT INTO template_events (kind, name, language, value, previous, reason, raw)"
+                " VALUES (:kind, :name, :lang, :value, :prev, :reason, CAST(:raw AS jsonb))"
+            ),
+            [
+                {
+                    "kind": t.kind,
+                    "name": t.name,
+                    "lang": t.language,
+                    "value": t.event,
+                    "prev": t.previous,
+                    "reason": t.reason,
+                    "raw": orjson.dumps(t.raw).decode(),
+                }
+                for t in p.templates
+            ],
+        )
+        report.template_events += len(p.templates)
+
+
+def _write_statuses(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
+    report.statuses += len(p.statuses)
+    wamids = list({st.wamid for st in p.statuses})
+    known: dict[str, uuid.UUID] = {
+        r.wamid: r.id
+        for r in s.execute(
+            text("SELECT id, wamid FROM notifications WHERE wamid = ANY(:w)"), {"w": wamids}
+        ).all()
+    }
+    rows = []
+    for st in p.statuses:
+        nid = _as_uuid(st.biz_opaque_callback_data) or known.get(st.wamid)
+        err = st.errors[0] if st.errors else None
+        rows.append(
+            {
+                "nid": nid,
+                "wamid": st.wamid,
+                "key": f"{st.wamid}|{st.status}|{int(st.timestamp.timestamp())}|{err.code if err else ''}",
+                "status": st.status,
+                "at": st.timestamp,
+                "code": err.code if err else None,
+                "title": (err.title or err.message) if err else None,
+                "pricing": orjson.dumps(st.pricing).decode() if st.pricing else None,
+                "conv": orjson.dumps(st.conversation).decode() if st.conversation else None,
+            }
+        )
+    inserted = s.execute(
+        text(
+            "INSERT INTO status_events (notification_id, provider_message_id, dedupe_key, status,"
+            " source, at, error_code, error_title, pricing, conversation, applied)"
+            " SELECT * FROM unnest(CAST(:nid AS uuid[]), CAST(:wamid AS text[]), CAST(:key AS text[]),"
+            " CAST(:status AS text[]), CAST(:src AS text[]), CAST(:at AS timestamptz[]),"
+            " CAST(:code AS int[]), CAST(:title AS text[]), CAST(:pricing AS jsonb[]),"
+            " CAST(:conv AS jsonb[]), CAST(:applied AS bool[]))"
+            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING notification_id, provider_message_id,"
+            " status, at, error_code, error_title"
+        ),
+        {
+            "nid": [r["nid"] for r in rows],
+            "wamid": [r["wamid"] for r in rows],
+            "key": [r["key"] for r in rows],
+            "status": [r["status"] for r in rows],
+            "src": ["webhook"] * len(rows),
+            "at": [r["at"] for r in rows],
+            "code": [r["code"] for r in rows],
+            "title": [r["title"] for r in rows],
+            "pricing": [r["pricing"] for r in rows],
+            "conv": [r["conv"] for r in rows],
+            "applied": [r["nid"] is not None for r in rows],
+        },
+    ).all()
+    report.new_events += len(inserted)
+    apply_rows = [
+        {
+            "nid": r.notification_id,
+            "status": r.status,
+            "at": r.at,
+            "code": r.error_code,
+            "title": r.error_title,
+            "wamid": r.provider_message_id,
+        }
+        for r in inserted
+        if r.notification_id is not None
+    ]
+    report.unmatched += len(inserted) - len(apply_rows)
+    _apply(s, apply_rows)
+    report.applied += len(apply_rows)
+
+
+def _apply(s: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    # Apply in provider-time order per job so the final state is the furthest one reached.
+    rows.sort(key=lambda r: (str(r["nid"]), r["at"] or datetime.min.replace(tzinfo=UTC)))
+    s.execute(APPLY_SQL, rows)
+
+
+def apply_pending_for_wamids(s: Session, wamids: list[str]) -> int:
+    """Apply stored, unmatched status events for wamids that just became known."""
+    rows = s.execute(
+        text(
+            "UPDATE status_events e SET notification_id = n.id, applied = true"
+            " FROM notifications n WHERE e.applied = false AND e.provider_message_id = ANY(:w)"
+            " AND n.wamid = e.provider_message_id"
+            " RETURNING e.notification_id, e.status, e.at, e.error_code, e.error_title,"
+            " e.provider_message_id"
+        ),
+        {"w": wamids},
+    ).all()
+    _apply(
+        s,
+        [
+            {
+                "nid": r.notification_id,
+                "status": r.status,
+                "at": r.at,
+                "code": r.error_code,
+                "title": r.error_title,
+                "wamid": r.provider_message_id,
+            }
+            for r in rows
+        ],
+    )
+    return len(rows)
+
+
+def reconcile_unmatched(max_age_hours: int = 24) -> int:
+    """Sweeper: apply events that arrived before their wamid was recorded."""
+    with session_scope() as s:
+        wamids = s.execute(
+            text(
+                "SELECT DISTINCT e.provider_message_id FROM status_events e JOIN notifications n"
+                " ON n.wamid = e.provider_message_id WHERE e.applied = false"
+                " AND e.received_at > now() - make_interval(hours => :h) LIMIT 5000"
+            ),
+            {"h": max_age_hours},
+        ).scalars().all()
+        if not wamids:
+            return 0
+        return apply_pending_for_wamids(s, list(wamids))
+
+
+def pending_inbox_ids(older_than_s: float = 30.0, limit: int = 1000) -> list[int]:
+    with session_scope() as s:
+        return list(
+            s.execute(
+                text(
+                    "SELECT id FROM webhook_inbox WHERE processed_at IS NULL"
+                    " AND received_at < now() - make_interval(secs => :s) ORDER BY id LIMIT :n"
+                ),
+                {"s": older_than_s, "n": limit},
+            ).scalars()
+        )

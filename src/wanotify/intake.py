@@ -1,0 +1,247 @@
+"""Accepting jobs: validate → commit to Postgres → push the id to the sender's lane → kick.
+
+The job row is committed before anything reaches Redis, so Redis never holds the only copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis
+from sqlalchemy import text
+
+from wanotify.config import Settings, get_settings
+from wanotify.db import session_scope
+from wanotify.errors import IdempotencyConflict, InvalidJob
+from wanotify.ids import uuid7
+from wanotify.jobs import QUEUE_FOR_KIND, Accepted, JobBody, parse_job, utcnow
+from wanotify.phones import digits
+from wanotify.templates import Catalogue, TemplateError, get_catalogue
+from wanotify.throttle import LANE_NAMES, Lanes, entry
+
+log = logging.getLogger("wanotify.intake")
+
+_redis: redis.Redis | None = None
+
+
+def get_redis() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, health_check_interval=30)
+    return _redis
+
+
+def reset_clients() -> None:
+    global _redis
+    _redis = None
+
+
+@dataclass
+class Prepared:
+    """A validated job, rendered and ready to store."""
+
+    id: uuid.UUID
+    body: JobBody
+    key: str | None
+    sender: str
+    category: str | None
+    payload: dict[str, Any]
+    fingerprint: str
+
+
+def prepare(data: Any, *, idempotency_key: str | None = None, settings: Settings | None = None,
+            catalogue: Catalogue | None = None) -> Prepared:
+    """Validate a raw body completely (model, sender, template, parameters); raise InvalidJob."""
+    settings = settings or get_settings()
+    job = parse_job(data)
+    key = idempotency_key or job.idempotency_key
+    if idempotency_key and job.idempotency_key and idempotency_key != job.idempotency_key:
+        raise InvalidJob([("idempotency_key", "differs from the Idempotency-Key header")])
+    if job.sender is not None and job.sender not in settings.sender_map:
+        raise InvalidJob([("sender", f"unknown sender {job.sender!r} (known: {', '.join(settings.sender_map)})")])
+    sender = settings.sender(job.sender)
+    job_id = uuid7()
+    category: str | None = None
+    if job.template is not None:
+        cat = catalogue or get_catalogue()
+        try:
+            t = cat.validate(
+                job.template,
+                job.language,
+                body=job.params.body,
+                header=job.params.header,
+                buttons=job.params.buttons,
+            )
+        except TemplateError as exc:
+            raise InvalidJob([(exc.field, exc.reason)]) from None
+        if job.kind == "otp" and t.category != "authentication":
+            pass  # an OTP may use a utility template; the kind only sets the policies
+        category = t.category
+        payload = cat.render(
+            t,
+            job.to,
+            body=job.params.body,
+            header=job.params.header,
+            buttons=job.params.buttons,
+            callback_data=str(job_id),
+        )
+    else:
+        payload = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": job.to,
+            "type": "text",
+            "text": {"body": job.text, "preview_url": False},
+            "biz_opaque_callback_data": str(job_id),
+        }
+    return Prepared(job_id, job, key, sender.name, category, payload, job.fingerprint())
+
+
+def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> dict[str, Any]:
+    j = p.body
+    return {
+        "id": p.id,
+        "key": p.key,
+        "hash": p.fingerprint,
+        "kind": j.kind,
+        "sender": p.sender,
+        "to": j.to,
+        "template": j.template,
+        "language": j.language if j.template else None,
+        "category": p.category,
+        "params": orjson.dumps(j.params.model_dump(exclude_none=True)).decode(),
+        "text": j.text,
+        "payload": orjson.dumps(p.payload).decode(),
+        "fallback": orjson.dumps(j.fallback.model_dump(mode="json")).decode() if j.fallback else None,
+        "meta": orjson.dumps(j.metadata).decode() if j.metadata else None,
+        "expires": j.effective_expiry(now),
+        "campaign": campaign_id,
+        "now": now,
+    }
+
+
+INSERT_SQL = text(
+    "INSERT INTO notifications (id, idempotency_key, request_hash, kind, channel, status, sender,"
+    " to_number, template, language, category, params, text_body, payload, fallback, metadata,"
+    " expires_at, campaign_id, created_at, updated_at)"
+    " VALUES (:id, :key, :hash, :kind, 'whatsapp', 'queued', :sender, :to, :template, :language,"
+    " :category, CAST(:params AS jsonb), :text, CAST(:payload AS jsonb), CAST(:fallback AS jsonb),"
+    " CAST(:meta AS jsonb), :expires, :campaign, :now, :now)"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+)
+
+
+def _existing(key: str) -> tuple[uuid.UUID, str | None, str]:
+    with session_scope() as s:
+        row = s.execute(
+            text("SELECT id, request_hash, status FROM notifications WHERE idempotency_key = :k"),
+            {"k": key},
+        ).one()
+    return row.id, row.request_hash, row.status
+
+
+def store(items: list[Prepared]) -> list[Accepted | IdempotencyConflict]:
+    """Insert jobs in one transaction; returns one result per item, in order."""
+    now = utcnow()
+    results: list[Accepted | IdempotencyConflict | None] = [None] * len(items)
+    with session_scope() as s:
+        for i, p in enumerate(items):
+            got = s.execute(INSERT_SQL, _row(p, now)).scalar_one_or_none()
+            if got is not None:
+                results[i] = Accepted(id=str(p.id), status="queued")
+    fresh = [p for i, p in enumerate(items) if results[i] is not None]
+    for i, p in enumerate(items):
+        if results[i] is None:
+            assert p.key is not None
+            existing_id, existing_hash, status = _existing(p.key)
+            if existing_hash == p.fingerprint:
+                results[i] = Accepted(id=str(existing_id), status=status, duplicate=True)
+            else:
+                results[i] = IdempotencyConflict(p.key, str(existing_id))
+    enqueue(fresh)
+    return [r for r in results if r is not None]
+
+
+def enqueue(items: list[Prepared]) -> None:
+    """Push committed jobs to their sender lanes and kick dispatchers that are needed."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for p in items:
+        groups[(p.sender, p.body.kind)].append(entry(p.body.kind, str(p.id), digits(p.body.to)))
+    push_entries(groups)
+
+
+def push_entries(groups: dict[tuple[str, str], list[str]]) -> None:
+    lanes = Lanes(get_redis())
+    for (sender, kind), entries in groups.items():
+        for start in range(0, len(entries), 500):
+            if lanes.push(sender, kind, entries[start : start + 500]):
+                kick(sender, kind)
+
+
+def kick(sender: str, kind: str, countdown: float | None = None) -> None:
+    from wanotify.worker.app import celery_app
+
+    celery_app.send_task(
+        "wanotify.dispatch", args=[sender], queue=QUEUE_FOR_KIND[kind], countdown=countdown
+    )
+
+
+def kick_lane(sender: str, lane: str, countdown: float | None = None) -> None:
+    kind = {"otp": "otp", "transactional": "transactional", "marketing": "marketing"}[LANE_NAMES[lane]]
+    kick(sender, kind, countdown)
+
+
+def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:
+    """Validate, store and enqueue one job. Raises InvalidJob or IdempotencyConflict."""
+    p = prepare(data, idempotency_key=idempotency_key)
+    (result,) = store([p])
+    if isinstance(result, IdempotencyConflict):
+        raise result
+    return result
+
+
+def notify_many(items: list[Any]) -> list[Accepted | InvalidJob | IdempotencyConflict]:
+    """Many jobs in one transaction; a bad job yields its error and never rejects the rest."""
+    settings = get_settings()
+    catalogue = get_catalogue()
+    out: list[Accepted | InvalidJob | IdempotencyConflict | None] = [None] * len(items)
+    good: list[tuple[int, Prepared]] = []
+    seen_keys: dict[str, int] = {}
+    for i, data in enumerate(items):
+        try:
+            p = prepare(data, settings=settings, catalogue=catalogue)
+        except InvalidJob as exc:
+            out[i] = exc
+            continue
+        if p.key is not None and p.key in seen_keys:
+            # The same key twice in one batch: the second is a duplicate of the first.
+            good.append((i, p))
+            continue
+        if p.key is not None:
+            seen_keys[p.key] = i
+        good.append((i, p))
+    first = [(i, p) for i, p in good if p.key is None or seen_keys.get(p.key) == i]
+    again = [(i, p) for i, p in good if not (p.key is None or seen_keys.get(p.key) == i)]
+    stored = store([p for _, p in first])
+    for (i, _), r in zip(first, stored, strict=True):
+        out[i] = r
+    if again:
+        stored2 = store([p for _, p in again])
+        for (i, _), r in zip(again, stored2, strict=True):
+            out[i] = r
+    return [r for r in out if r is not None]
+
+
+def record_rejected(source: str, body: Any, errors: list[dict[str, str]]) -> None:
+    raw = body if isinstance(body, str) else orjson.dumps(body, default=str).decode()
+    with session_scope() as s:
+        s.execute(
+            text("INSERT INTO rejected_jobs (source, body, errors) VALUES (:s, :b, CAST(:e AS jsonb))"),
+            {"s": source, "b": raw[:100_000], "e": orjson.dumps({"errors": errors}).decode()},
+        )

@@ -1,0 +1,52 @@
+"""Phone numbers: E.164 validation with ``phonenumbers``, and masking for logs."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+def normalize_e164(value: str, region: str | None = None) -> str:
+    """Return the E.164 form of ``value`` or raise ValueError saying why it is not a number."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a phone number in E.164 form, e.g. +919876543210")
+    raw = value.strip()
+    if not raw.startswith("+") and region is None:
+        raise ValueError(f"{mask_phone(raw)} must start with + and the country code (E.164)")
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{mask_phone(raw)} is not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def digits(e164: str) -> str:
+    """The WhatsApp id form of a number: digits only, no +."""
+    return e164.lstrip("+")
+
+
+def mask_phone(number: str | None) -> str:
+    """``+919876543210`` → ``+91******10``: enough to correlate, not enough to identify."""
+    if not number:
+        return ""
+    s = str(number)
+    plus = "+" if s.startswith("+") else ""
+    d = s.lstrip("+")
+    if len(d) <= 4:
+        return plus + "*" * len(d)
+    return f"{plus}{d[:2]}{'*' * (len(d) - 4)}{d[-2:]}"
+
+
+def mask_email(address: str | None) -> str:
+    if not address or "@" not in address:
+        return "***" if address else ""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def region_of(e164: str) -> str | None:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None

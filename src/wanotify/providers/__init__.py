@@ -1,0 +1,1 @@
+"""Provider adapters: WhatsApp Cloud API (and, later, SMS and email)."""

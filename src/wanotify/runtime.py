@@ -1,0 +1,79 @@
+"""One event loop per worker process, on its own thread, with the long-lived clients.
+
+Celery tasks (in any pool) hand coroutines to it; the HTTP client and its connection pool
+live as long as the process (re-created after a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import redis.asyncio as aredis
+
+from wanotify.config import get_settings
+from wanotify.providers.whatsapp import new_client
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="wanotify-loop", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+        self.http: httpx.AsyncClient = self.run(self._make_http())
+        self.redis: aredis.Redis = aredis.Redis.from_url(self.settings.redis_url)
+        from wanotify.dispatch import Dispatcher
+
+        self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
+
+    async def _make_http(self) -> httpx.AsyncClient:
+        return new_client(self.settings)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def _close() -> None:
+            await self.http.aclose()
+            await self.redis.aclose()
+
+        try:
+            self.run(_close(), timeout=5)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+_runtime: Runtime | None = None
+_pid: int | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = Runtime()
+            _pid = os.getpid()
+        return _runtime
+
+
+def shutdown_runtime() -> None:
+    global _runtime, _pid
+    with _lock:
+        if _runtime is not None and _pid == os.getpid():
+            _runtime.close()
+        _runtime = _pid = None

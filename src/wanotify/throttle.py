@@ -1,0 +1,205 @@
+"""Per-sender pacing queues in Redis, released by atomic Lua (see ``lua/*.lua``).
+
+Each sender (business phone number) has three FIFO lanes — OTP, transactional, marketing —
+of entries ``lane|job_id|recipient``. A dispatcher that owns the sender calls ``release``,
+which hands out exactly as many jobs as the number's rate allows right now (GCRA shared by
+every worker on every host), honouring Meta's per-recipient pair limit, and parks them in an
+inflight set under a lease: a worker that dies holding jobs loses nothing, the lease expires
+and the next release puts them back at the head of their lane.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from wanotify.config import SenderConfig, Settings
+
+LANE_FOR_KIND = {"otp": "o", "transactional": "t", "marketing": "m"}
+KIND_FOR_LANE = {v: k for k, v in LANE_FOR_KIND.items()}
+LANE_NAMES = {"o": "otp", "t": "transactional", "m": "marketing"}
+KICK_TTL_MS = 5_000
+SENDERS_KEY = "wn:senders"
+# One marketing pick after this many transactional picks when both lanes wait.
+MARKETING_WEIGHT = 4
+
+
+def _script(name: str) -> str:
+    return resources.files("wanotify").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+
+
+SCRIPTS = {n: _script(n) for n in ("push", "release", "settle", "finish", "claim")}
+
+
+def prefix(sender: str) -> str:
+    return f"wn:{{{sender}}}:"
+
+
+def entry(kind: str, job_id: str, recipient: str) -> str:
+    return f"{LANE_FOR_KIND[kind]}|{job_id}|{recipient}"
+
+
+def parse_entry(e: str) -> tuple[str, str, str]:
+    lane, job_id, rcpt = e.lstrip("!").split("|", 2)
+    return lane, job_id, rcpt
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+@dataclass(frozen=True)
+class Pace:
+    """The numbers release.lua needs for one sender."""
+
+    interval_ms: float
+    burst_ms: float
+    pair_interval_ms: float
+    pair_burst_ms: float
+
+    @classmethod
+    def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
+        interval = 1000.0 / (s.mps * settings.pacing_safety)
+        pair = s.pair_interval_s * 1000.0
+        return cls(
+            interval_ms=interval,
+            burst_ms=0.0,
+            pair_interval_ms=pair,
+            pair_burst_ms=pair * (s.pair_burst - 1),
+        )
+
+
+@dataclass
+class Released:
+    entries: list[str]
+    wait_ms: float
+    depth: int
+    next_due_ms: float | None
+
+
+class Lanes:
+    """Synchronous side (producers, sweeper, CLI)."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._push = client.register_script(SCRIPTS["push"])
+
+    def push(self, sender: str, kind: str, entries: list[str]) -> bool:
+        """Append entries; True when the caller must kick a dispatcher for this sender."""
+        if not entries:
+            return False
+        res = self._push(args=[prefix(sender), LANE_FOR_KIND[kind], KICK_TTL_MS, sender, *entries])
+        return bool(res)
+
+    def contains(self, sender: str, job_ids: list[str]) -> list[bool]:
+        if not job_ids:
+            return []
+        return [bool(x) for x in self.r.smismember(prefix(sender) + "ids", job_ids)]
+
+    def depths(self, sender: str) -> dict[str, int]:
+        p = prefix(sender)
+        pipe = self.r.pipeline(transaction=False)
+        for lane in ("o", "t", "m"):
+            pipe.llen(p + "q:" + lane)
+        pipe.zcard(p + "delay")
+        pipe.zcard(p + "inflight")
+        pipe.exists(p + "owner")
+        o, t, m, d, i, owner = pipe.execute()
+        return {
+            "otp": o,
+            "transactional": t,
+            "marketing": m,
+            "held": d,
+            "inflight": i,
+            "owned": int(owner),
+        }
+
+    def needs_dispatch(self, sender: str) -> str | None:
+        """The lane to kick for a sender with work and no live dispatcher (used by the sweeper)."""
+        p = prefix(sender)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(p + "owner")
+        for lane in ("o", "t", "m"):
+            pipe.llen(p + "q:" + lane)
+        pipe.zrange(p + "delay", 0, 0, withscores=True)
+        pipe.zrange(p + "inflight", 0, 0, withscores=True)
+        owner, o, t, m, delay, inflight = pipe.execute()
+        if owner:
+            return None
+        now = now_ms()
+        for lane, n in (("o", o), ("t", t), ("m", m)):
+            if n:
+                return lane
+        if delay and delay[0][1] <= now + 1000:
+            return "t"
+        if inflight and inflight[0][1] <= now:
+            return "t"
+        return None
+
+    def next_due(self, sender: str) -> float | None:
+        d = self.r.zrange(prefix(sender) + "delay", 0, 0, withscores=True)
+        return float(d[0][1]) if d else None
+
+
+class AsyncLanes:
+    """Dispatcher side (runs on the worker's event loop)."""
+
+    def __init__(self, client: aredis.Redis):
+        self.r = client
+        self._release = client.register_script(SCRIPTS["release"])
+        self._settle = client.register_script(SCRIPTS["settle"])
+        self._finish = client.register_script(SCRIPTS["finish"])
+        self._claim = client.register_script(SCRIPTS["claim"])
+
+    async def claim(self, sender: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._claim(args=[prefix(sender), token, ttl_ms]))
+
+    async def release(self, sender: str, pace: Pace, max_n: int, lease_ms: int) -> Released:
+        res: list[Any] = await self._release(
+            args=[
+                prefix(sender),
+                f"{now_ms():.3f}",
+                max_n,
+                f"{pace.interval_ms:.6f}",
+                f"{pace.burst_ms:.3f}",
+                lease_ms,
+                f"{pace.pair_interval_ms:.3f}",
+                f"{pace.pair_burst_ms:.3f}",
+                MARKETING_WEIGHT,
+            ]
+        )
+        wait, depth, nd = float(res[0]), int(res[1]), float(res[2])
+        entries = [x.decode() if isinstance(x, bytes) else str(x) for x in res[3:]]
+        return Released(entries, wait, depth, None if nd < 0 else nd)
+
+    async def settle(self, sender: str, done: list[str], hold: list[tuple[float, str]]) -> None:
+        if not done and not hold:
+            return
+        args: list[Any] = [prefix(sender), len(done), *done]
+        for due, e in hold:
+            args.extend([f"{due:.3f}", e])
+        await self._settle(args=args)
+
+    async def finish(self, sender: str, token: str, force: bool) -> tuple[bool, int, float | None]:
+        res = await self._finish(args=[prefix(sender), token, "1" if force else "0"])
+        nd = float(res[2])
+        return bool(res[0]), int(res[1]), None if nd < 0 else nd
+
+    async def slow_down(self, sender: str, factor: float, for_ms: int) -> None:
+        """After a 130429: stretch the sender's interval for a while and pause it for 1 s."""
+        p = prefix(sender)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(p + "slow", f"{factor:.3f}", px=for_ms)
+        pipe.set(p + "tat", f"{now_ms() + 1000:.3f}", px=for_ms + 60_000)
+        await pipe.execute()
+
+    async def hold_recipient(self, sender: str, recipient: str, delay_ms: float) -> None:
+        """After a 131056: push the recipient's pair slot back (Meta recommends 4^X s)."""
+        key = prefix(sender) + "p:" + recipient
+        until = now_ms() + delay_ms
+        await self.r.set(key, f"{until:.3f}", px=int(delay_ms + 60_000))

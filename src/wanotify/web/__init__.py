@@ -1,0 +1,1 @@
+"""The FastAPI app: API, Meta's webhook, health and metrics."""

@@ -1,0 +1,241 @@
+"""HTTP surface (stable paths in DESIGN.md): the notifications API, Meta's webhook, health."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from wanotify import __version__
+from wanotify.config import Settings, get_settings
+from wanotify.errors import IdempotencyConflict, InvalidJob
+from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS
+from wanotify.webhook_parse import verify_signature
+
+log = logging.getLogger("wanotify.web")
+
+MAX_JOB_BYTES = 64 * 1024
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+MAX_BATCH = 1000
+MAX_WEBHOOK_BYTES = 3 * 1024 * 1024
+
+
+def _error(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if fields is not None:
+        body["error"]["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, fields: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None):
+        self.status, self.code, self.message, self.fields, self.headers = status, code, message, fields, headers
+
+
+def _authorize(request: Request, settings: Settings) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key:
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
+                       [{"field": "Authorization", "reason": "missing bearer API key"}],
+                       {"WWW-Authenticate": "Bearer"})
+    ok = False
+    for candidate in settings.api_key_set:
+        ok |= hmac.compare_digest(candidate.encode(), key.encode())
+    if not ok:
+        raise ApiError(401, "unauthorized", "unknown API key",
+                       [{"field": "Authorization", "reason": "API key not accepted"}],
+                       {"WWW-Authenticate": "Bearer"})
+    return key
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, "too_large", f"body larger than {limit} bytes", [{"field": "body", "reason": f"over {limit} bytes"}])
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ApiError(413, "too_large", f"body larger than {limit} bytes", [{"field": "body", "reason": f"over {limit} bytes"}])
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(422, "invalid_json", "malformed JSON", [{"field": "body", "reason": f"malformed JSON: {exc}"}]) from None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="wanotify",
+        version=__version__,
+        description="Outbound WhatsApp Business notifications: enqueue, track, receive Meta's webhooks.",
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"field": ".".join(str(x) for x in e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        return _error(422, "invalid_request", "request validation failed", fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    # ---- notifications -------------------------------------------------------------
+
+    @app.post("/v1/notifications", status_code=202, tags=["notifications"])
+    async def create_notification(request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        data = await _json_body(request, MAX_JOB_BYTES)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not (1 <= len(key) <= 255):
+            raise ApiError(422, "invalid_job", "invalid Idempotency-Key",
+                           [{"field": "Idempotency-Key", "reason": "must be 1 to 255 characters"}])
+        from wanotify.intake import notify
+
+        try:
+            acc = await run_in_threadpool(notify, data, idempotency_key=key)
+        except InvalidJob as exc:
+            JOBS_REJECTED.labels("api").inc()
+            raise ApiError(422, "invalid_job", str(exc), exc.as_json()) from None
+        except IdempotencyConflict as exc:
+            raise ApiError(409, "idempotency_conflict", str(exc),
+                           [{"field": "Idempotency-Key" if key else "idempotency_key", "reason": str(exc)}]) from None
+        if not acc.duplicate:
+            JOBS_ACCEPTED.labels(data.get("kind", "transactional") if isinstance(data, dict) else "?", "api").inc()
+        return JSONResponse({"id": acc.id, "status": acc.status}, status_code=200 if acc.duplicate else 202)
+
+    @app.post("/v1/notifications:batch", status_code=202, tags=["notifications"])
+    async def create_batch(request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        data = await _json_body(request, MAX_BATCH_BYTES)
+        if not isinstance(data, list):
+            raise ApiError(422, "invalid_batch", "body must be a JSON array of jobs",
+                           [{"field": "body", "reason": "must be a JSON array"}])
+        if len(data) > MAX_BATCH:
+            raise ApiError(422, "invalid_batch", f"at most {MAX_BATCH} jobs per batch",
+                           [{"field": "body", "reason": f"{len(data)} jobs; the limit is {MAX_BATCH}"}])
+        from wanotify.intake import notify_many
+
+        results = await run_in_threadpool(notify_many, data)
+        out: list[dict[str, Any]] = []
+        for r in results:
+            if isinstance(r, InvalidJob):
+                out.append({"error": {"code": "invalid_job", "message": str(r), "fields": r.as_json()}})
+            elif isinstance(r, IdempotencyConflict):
+                out.append({"error": {"code": "idempotency_conflict", "message": str(r),
+                                      "fields": [{"field": "idempotency_key", "reason": str(r)}]}})
+            else:
+                out.append({"id": r.id, "status": r.status})
+        return JSONResponse({"results": out}, status_code=202)
+
+    @app.get("/v1/notifications/{job_id}", tags=["notifications"])
+    async def get_notification(job_id: str, request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        try:
+            jid = uuid.UUID(job_id)
+        except ValueError:
+            raise ApiError(422, "invalid_id", "not a notification id",
+                           [{"field": "id", "reason": "must be a UUID"}]) from None
+        from wanotify.views import notification_view
+
+        view = await run_in_threadpool(notification_view, jid)
+        if view is None:
+            raise ApiError(404, "not_found", f"no notification {job_id}", [{"field": "id", "reason": "unknown"}])
+        return JSONResponse(view)
+
+    # ---- Meta's webhook ------------------------------------------------------------
+
+    @app.get("/webhooks/whatsapp", tags=["webhooks"])
+    async def verify_webhook(request: Request) -> Response:
+        q = request.query_params
+        token = settings.verify_token.get_secret_value() if settings.verify_token else None
+        given = q.get("hub.verify_token", "")
+        if (
+            q.get("hub.mode") == "subscribe"
+            and token is not None
+            and hmac.compare_digest(token.encode(), given.encode())
+            and q.get("hub.challenge") is not None
+        ):
+            return PlainTextResponse(q["hub.challenge"])
+        return _error(403, "forbidden", "verification failed",
+                      [{"field": "hub.verify_token", "reason": "does not match"}])
+
+    @app.post("/webhooks/whatsapp", tags=["webhooks"])
+    async def receive_webhook(request: Request) -> Response:
+        if settings.app_secret is None:
+            WEBHOOKS.labels("no_secret").inc()
+            return _error(403, "forbidden", "WANOTIFY_APP_SECRET is not configured; webhooks are refused")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_WEBHOOK_BYTES:
+            return _error(413, "too_large", "webhook body over 3 MB")
+        raw = await request.body()
+        if len(raw) > MAX_WEBHOOK_BYTES:
+            return _error(413, "too_large", "webhook body over 3 MB")
+        header = request.headers.get("x-hub-signature-256")
+        if not header:
+            WEBHOOKS.labels("unsigned").inc()
+            return _error(401, "unauthorized", "missing X-Hub-Signature-256",
+                          [{"field": "X-Hub-Signature-256", "reason": "missing"}])
+        if not verify_signature(settings.app_secret.get_secret_value(), raw, header):
+            WEBHOOKS.labels("bad_signature").inc()
+            return _error(403, "forbidden", "signature does not match the body",
+                          [{"field": "X-Hub-Signature-256", "reason": "does not match"}])
+        from wanotify.ingest import store_webhook
+        from wanotify.worker.app import celery_app
+
+        inbox_id = await run_in_threadpool(store_webhook, raw)
+        await run_in_threadpool(celery_app.send_task, "wanotify.ingest", args=[inbox_id], queue="ingest")
+        WEBHOOKS.labels("accepted").inc()
+        return PlainTextResponse("OK")
+
+    # ---- operations ----------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        checks = await run_in_threadpool(_readiness, settings)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _readiness(settings: Settings) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        from wanotify.db.migrate import at_head
+
+        checks["postgres"] = "ok"
+        checks["migrations"] = "ok" if at_head(settings.database_url) else "not at head: run wanotify migrate"
+    except Exception as exc:
+        checks["postgres"] = f"error: {type(exc).__name__}"
+        checks.setdefault("migrations", "unknown")
+    try:
+        from wanotify.intake import get_redis
+
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    return checks

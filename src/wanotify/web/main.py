@@ -1,0 +1,5 @@
+"""ASGI entry point for uvicorn: ``wanotify.web.main:app``."""
+
+from wanotify.web.app import create_app
+
+app = create_app()

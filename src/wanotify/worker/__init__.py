@@ -1,0 +1,1 @@
+"""Celery side: the app (explicit queues and routes), thin tasks, the sweeper."""

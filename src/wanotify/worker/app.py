@@ -1,0 +1,54 @@
+"""The Celery app. Stable names: task ``wanotify.notify`` on queue ``notify``; work queues
+``otp``, ``transactional``, ``bulk``, ``fallback``, ``ingest``."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from wanotify.config import get_settings
+
+QUEUES = ("notify", "otp", "transactional", "bulk", "fallback", "ingest")
+
+
+def make_app() -> Celery:
+    settings = get_settings()
+    app = Celery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"])
+    exchange = Exchange("wanotify", type="direct")
+    app.conf.update(
+        task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],
+        task_default_queue="transactional",
+        task_default_exchange="wanotify",
+        task_default_routing_key="transactional",
+        task_routes={
+            "wanotify.notify": {"queue": "notify"},
+            "wanotify.ingest": {"queue": "ingest"},
+            "wanotify.sweep": {"queue": "ingest"},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        # Nothing lost when a worker dies: ack after the task ran, redeliver on worker loss.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        # Redis redelivers unacked messages after the visibility timeout (default 1 h: far
+        # too long for "resolved within 2 minutes").
+        broker_transport_options={
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "socket_keepalive": True,
+        },
+        broker_connection_retry_on_startup=True,
+        # Flower: task events on.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    return app
+
+
+celery_app = make_app()
+
+from wanotify.worker import signals as _signals  # noqa: E402,F401  (connects worker signals)

@@ -1,0 +1,41 @@
+"""Worker process wiring: logging, the sweeper timer, clean shutdown of the runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import signals
+
+from wanotify.config import get_settings
+from wanotify.logs import setup_logging
+
+_sweeper: Any = None
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    s = get_settings()
+    setup_logging(s.log_level, s.log_json)
+
+
+@signals.worker_ready.connect
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper
+    from wanotify.sweeper import SweeperThread
+
+    _sweeper = SweeperThread()
+    _sweeper.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    from wanotify.runtime import shutdown_runtime
+
+    shutdown_runtime()

@@ -1,0 +1,85 @@
+"""Thin Celery tasks; the logic lives in plain functions (intake, dispatch, ingest, sweeper)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from wanotify.config import get_settings
+from wanotify.errors import IdempotencyConflict, InvalidJob
+from wanotify.worker.app import celery_app
+
+log = logging.getLogger("wanotify.tasks")
+
+
+@celery_app.task(name="wanotify.notify", bind=True, acks_late=True, max_retries=None)
+def notify_task(self: Task, body: Any) -> dict[str, Any]:
+    """Intake from any producer: validate, store, route. Invalid bodies are recorded."""
+    from wanotify.intake import notify, record_rejected
+
+    try:
+        acc = notify(body)
+    except InvalidJob as exc:
+        record_rejected("celery", body, exc.as_json())
+        log.warning("rejected job from the notify queue", extra={"errors": exc.as_json()})
+        return {"error": {"errors": exc.as_json()}}
+    except IdempotencyConflict as exc:
+        record_rejected("celery", body, [{"field": "idempotency_key", "reason": str(exc)}])
+        return {"error": {"errors": [{"field": "idempotency_key", "reason": str(exc)}]}}
+    except Exception as exc:  # Postgres or Redis away: try again, the message is still ours
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+    return acc.model_dump()
+
+
+@celery_app.task(name="wanotify.dispatch", acks_late=True, ignore_result=True)
+def dispatch_task(sender: str) -> dict[str, Any]:
+    """Drive one sender's pacing queue for a time slice (many sends per task)."""
+    from wanotify.intake import kick
+    from wanotify.runtime import get_runtime
+
+    settings = get_settings()
+    if sender not in settings.sender_map:
+        log.error("dispatch for unknown sender %r ignored", sender)
+        return {"sender": sender, "error": "unknown sender"}
+    rt = get_runtime()
+    stats = rt.run(rt.dispatcher.drain(settings.sender_map[sender]))
+    if stats.owned:
+        if stats.depth_left > 0:
+            kick(sender, "transactional")
+        elif stats.next_due_ms is not None:
+            import time
+
+            delay = max(0.0, stats.next_due_ms / 1000 - time.time())
+            if delay < settings.broker_visibility_timeout_s / 2:
+                kick(sender, "transactional", countdown=delay)
+    return {
+        "sender": sender,
+        "owned": stats.owned,
+        "released": stats.released,
+        "accepted": stats.accepted,
+        "failed": stats.failed,
+        "requeued": stats.requeued,
+        "expired": stats.expired,
+        "left": stats.depth_left,
+    }
+
+
+@celery_app.task(name="wanotify.ingest", bind=True, acks_late=True, max_retries=None)
+def ingest_task(self: Task, inbox_id: int | None = None) -> dict[str, Any]:
+    """Turn stored webhook bodies into status events and job statuses."""
+    from wanotify.ingest import ingest_inbox
+
+    try:
+        report = ingest_inbox([inbox_id] if inbox_id is not None else None)
+    except Exception as exc:  # Postgres away: the raw body is kept; try again
+        raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
+    return {"bodies": report.bodies, "statuses": report.statuses, "applied": report.applied}
+
+
+@celery_app.task(name="wanotify.sweep", ignore_result=True)
+def sweep_task() -> dict[str, int]:
+    from wanotify.sweeper import sweep
+
+    return sweep()
