@@ -14,9 +14,11 @@ process, in its own session, on a free port of 127.0.0.1 (never 6379/5432, so a 
 never mistakes it for a real local server). They are stopped:
 
 * by ``stop_services()``, at the end of ``services()``, and at interpreter exit (atexit);
-* on SIGTERM (when the process has no handler of its own, it stops them, then dies of the
-  signal as before); Ctrl-C raises ``KeyboardInterrupt`` as usual and they stop when it
-  unwinds the ``services()`` block or ends the interpreter;
+* on SIGTERM and SIGHUP (when the process has no handler of its own, it stops them, then
+  dies of the signal as before; an application's own handler is chained to and decides);
+  Ctrl-C raises ``KeyboardInterrupt`` as usual and they stop when it unwinds the
+  ``services()`` block or ends the interpreter (after the application stopped whatever
+  uses them);
 * on Linux, by the kernel when the owning process dies, even of SIGKILL
   (``PR_SET_PDEATHSIG``: Postgres gets SIGINT, its fast shutdown; valkey gets SIGTERM);
 * at the next start, if they outlived their owner anyway (other platforms, a testing
@@ -167,6 +169,12 @@ def resolve_services(
                      DATABASE_ENV, DEFAULT_PG_HOST, DEFAULT_PG_PORT)
 
     needed = [n for n, url in ((REDIS, redis_url), (POSTGRES, database_url)) if not url]
+    if not force_embedded:
+        for name in needed:
+            var, where = ((REDIS_ENV, DEFAULT_REDIS_URL) if name == REDIS
+                          else (DATABASE_ENV, f"{DEFAULT_PG_HOST}:{DEFAULT_PG_PORT}"))
+            log.info("%s: %s unset and nothing usable at %s; starting an embedded server",
+                     name, var, where)
     if not needed:
         return ServiceUrls(redis_url=str(redis_url), database_url=str(database_url))
 
@@ -1122,12 +1130,17 @@ def _install_signal_hooks() -> None:
     if _signal_hooks_installed:
         return
     if threading.current_thread() is not threading.main_thread():
-        log.debug("not on the main thread: no SIGINT/SIGTERM handlers (atexit and the "
+        log.debug("not on the main thread: no signal handlers (atexit and the "
                   "parent-death signal still stop the servers)")
         return
     _signal_hooks_installed = True
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        _previous_handlers[signum] = signal.getsignal(signum)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous = signal.getsignal(signum)
+        if previous is signal.default_int_handler:
+            # Python's Ctrl-C: KeyboardInterrupt unwinds the program, then atexit stops the
+            # servers. Leaving it in place keeps asyncio.run()'s own Ctrl-C handling.
+            continue
+        _previous_handlers[signum] = previous
         signal.signal(signum, _on_signal)
 
 

@@ -241,8 +241,9 @@ class InboundMessage(_Frozen):
     profile_name: str | None = None  # contacts[].profile.name of the sender
     timestamp: datetime  # UTC
     type: str
-    #: text.body, button.text, interactive reply title, reaction emoji,
-    #: media caption, system body, order text.
+    #: text.body, button.text, interactive reply title, reaction emoji ("" or
+    #: None when the user removed a reaction), media caption, system body,
+    #: order text.
     text: str | None = None
     #: button.payload, interactive reply id, flow response_json.
     payload: str | None = None

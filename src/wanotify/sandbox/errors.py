@@ -298,11 +298,14 @@ def graph_error_body(
 
     ``message`` replaces the whole message (e.g. ``"(#100) The parameter to is required."``);
     by default it is ``"(#<code>) <message from the table>"``. ``details`` fills
-    ``error_data.details`` (omitted when None). ``whatsapp`` adds ``messaging_product``.
+    ``error_data.details`` (for WhatsApp codes >= 1000 Meta's usual text by default; omitted
+    for Graph codes without details). ``whatsapp`` adds ``messaging_product``.
     """
     row = meta_error(code)
     if message is None:
         message = row.message if code == 190 else f"(#{code}) {row.message}"
+        if details is None and code >= 1000:
+            details = row.details  # WhatsApp codes always come with details
     err: dict[str, object] = {"message": message, "type": type_ or row.type, "code": code}
     if details is not None:
         data: dict[str, str] = {"messaging_product": "whatsapp"} if whatsapp else {}

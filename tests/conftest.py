@@ -1,0 +1,175 @@
+"""Test fixtures: real Redis, real Postgres (the local ones, or embedded), real processes.
+
+The suite uses its own database (``wanotify_test``) and Redis database 15, so it never
+touches a developer's data. The stack fixture starts the sandbox, the web app (uvicorn) and
+a Celery worker as separate processes, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+# Settings every process of the test run shares; set before wanotify reads them.
+TEST_ENV = {
+    "WANOTIFY_APP_SECRET": "test-app-secret",
+    "WANOTIFY_VERIFY_TOKEN": "test-verify-token",
+    "WANOTIFY_API_KEYS": "test-key-1,test-key-2",
+    "WANOTIFY_LOG_JSON": "true",
+    "WANOTIFY_LEASE_S": "6",
+    "WANOTIFY_SWEEP_INTERVAL_S": "2",
+    "WANOTIFY_BROKER_VISIBILITY_TIMEOUT_S": "15",
+    "WANOTIFY_SANDBOX_WEBHOOK_DELAY_MS": "40",
+    "WANOTIFY_DISPATCH_SLICE_S": "3",
+}
+for _k, _v in TEST_ENV.items():
+    os.environ[_k] = _v
+for _k in ("WANOTIFY_SENDERS", "WANOTIFY_TEMPLATES", "WANOTIFY_SANDBOX_FAILURES"):
+    os.environ.pop(_k, None)
+
+API_KEY = "test-key-1"
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    base, _, tail = url.rpartition("/")
+    if tail.isdigit() and base.startswith("redis"):
+        return f"{base}/{db}"
+    return f"{url.rstrip('/')}/{db}"
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[dict[str, str]]:
+    """Redis and Postgres for the whole run (embedded ones if nothing answers)."""
+    from wanotify.config import reset_settings
+    from wanotify.embedded import resolve_services, stop_services
+
+    user_db = os.environ.get("WANOTIFY_DATABASE_URL")
+    urls = resolve_services(database_name="wanotify_test")
+    db_url = urls.database_url
+    if user_db:
+        # Never run the suite in a user's own database: use a sibling named *_test.
+        from sqlalchemy import make_url
+
+        u = make_url(user_db)
+        db_url = u.set(database=f"{u.database}_test").render_as_string(hide_password=False)
+    redis_url = _with_redis_db(urls.redis_url, 15)
+    os.environ["WANOTIFY_DATABASE_URL"] = db_url
+    os.environ["WANOTIFY_REDIS_URL"] = redis_url
+    reset_settings()
+    _fresh_database(db_url)
+    import redis as _redis
+
+    _redis.Redis.from_url(redis_url).flushdb()
+    yield {"database_url": db_url, "redis_url": redis_url}
+    from wanotify.db import dispose_engine
+
+    dispose_engine()
+    stop_services()
+
+
+def _fresh_database(url: str) -> None:
+    import psycopg
+    from sqlalchemy import make_url
+
+    from wanotify.db.migrate import upgrade
+
+    u = make_url(url)
+    admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+    upgrade(url)
+
+
+@pytest.fixture()
+def db(services: dict[str, str]) -> Iterator[Any]:
+    from wanotify.db import session_scope
+
+    yield session_scope
+
+
+@pytest.fixture()
+def redis_client(services: dict[str, str]) -> Any:
+    import redis as _redis
+
+    return _redis.Redis.from_url(services["redis_url"])
+
+
+@dataclass
+class Stack:
+    web_url: str
+    sandbox_url: str
+    env: dict[str, str]
+    procs: dict[str, Any]
+    logdir: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.web_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15)
+
+    def sandbox(self) -> httpx.Client:
+        return httpx.Client(base_url=self.sandbox_url, timeout=15)
+
+    def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Any:
+        from wanotify.procs import Proc, wait_worker
+
+        env = {**self.env, **(extra_env or {})}
+        p = Proc(name, ["worker", "--concurrency", "8", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"], env,
+                 self.logdir / f"{name}.log")
+        wait_worker(env["WANOTIFY_REDIS_URL"], p, timeout=40)
+        self.procs[name] = p
+        return p
+
+
+@pytest.fixture(scope="session")
+def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The sandbox, the web app and one worker, as separate processes."""
+    from wanotify.config import reset_settings
+    from wanotify.procs import Proc, free_port, wait_http
+
+    logdir = tmp_path_factory.mktemp("logs")
+    web_port, sb_port = free_port(), free_port()
+    os.environ["WANOTIFY_GRAPH_API_URL"] = f"http://127.0.0.1:{sb_port}"
+    reset_settings()
+    env = dict(os.environ)
+    procs: dict[str, Any] = {}
+    st = Stack(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sb_port}", env, procs, logdir)
+    try:
+        procs["sandbox"] = Proc("sandbox", ["sandbox", "--port", str(sb_port), "--webhook-url",
+                                            f"http://127.0.0.1:{web_port}/webhooks/whatsapp"], env,
+                                logdir / "sandbox.log")
+        procs["web"] = Proc("web", ["web", "--port", str(web_port)], env, logdir / "web.log")
+        wait_http(f"{st.sandbox_url}/_sandbox/healthz", procs["sandbox"])
+        wait_http(f"{st.web_url}/healthz", procs["web"])
+        st.start_worker("worker")
+        yield st
+    finally:
+        for p in list(procs.values()):
+            p.stop()
+        print(f"\nprocess logs: {logdir}")
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or pred} (last: {last!r})")
+
+
+def statuses(session_scope: Any, ids: list[str]) -> dict[str, str]:
+    from sqlalchemy import text
+
+    with session_scope() as s:
+        rows = s.execute(text("SELECT id::text, status FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))"),
+                         {"ids": ids}).all()
+    return {r[0]: r[1] for r in rows}
