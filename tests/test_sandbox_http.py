@@ -167,7 +167,9 @@ class Env:
         version: str = "v23.0",
     ) -> httpx.Response:
         return self.http.post(
-            f"/{version}/{pnid}/messages", json=payload, headers=AUTH if headers is None else headers
+            f"/{version}/{pnid}/messages",
+            json=payload,
+            headers=AUTH if headers is None else headers,
         )
 
     def flush(self) -> dict[str, Any]:
@@ -412,7 +414,12 @@ def test_auth_and_unknown_ids(env: Env) -> None:
             "Param image must contain either 'id' or 'link'.",
         ),
         (
-            {"messaging_product": "whatsapp", "to": "+919876543210", "type": "template", "template": {"name": "x"}},
+            {
+                "messaging_product": "whatsapp",
+                "to": "+919876543210",
+                "type": "template",
+                "template": {"name": "x"},
+            },
             100,
             400,
             "(#100) The parameter template['language'] is required.",
@@ -532,7 +539,10 @@ def test_default_webhook_failures(env: Env, to: str, code: int) -> None:
     (error,) = failed["errors"]
     assert error["code"] == code
     assert error["title"] == error["message"] and error["error_data"]["details"]
-    assert error["href"] == "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+    assert (
+        error["href"]
+        == "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+    )
 
 
 def test_status_webhooks_shape_and_signature(env: Env) -> None:
@@ -584,7 +594,9 @@ def test_batching_duplicates_and_reordering(env: Env) -> None:
     env.http.post("/_sandbox/config", json=cfg)
     with httpx.Client(base_url=env.base, headers=AUTH) as c:
         wamids = [
-            c.post(f"/v23.0/{PNID}/messages", json=order_confirmation(fresh())).json()["messages"][0]["id"]
+            c.post(f"/v23.0/{PNID}/messages", json=order_confirmation(fresh())).json()["messages"][
+                0
+            ]["id"]
             for _ in range(120)
         ]
     env.wait(lambda: len(env.receiver.statuses()) >= 120 * 4)
@@ -623,7 +635,14 @@ def test_service_window_and_inbound_messages(env: Env) -> None:
     r = env.http.post("/_sandbox/inbound", json={"from": to, "text": "STOP", "name": "Asha"})
     assert r.status_code == 200
     inbound_id = r.json()["id"]
-    env.wait(lambda: any("messages" in c["value"] for b in env.receiver.posts for e in b["entry"] for c in e["changes"]))
+    env.wait(
+        lambda: any(
+            "messages" in c["value"]
+            for b in env.receiver.posts
+            for e in b["entry"]
+            for c in e["changes"]
+        )
+    )
     value = next(
         c["value"]
         for b in env.receiver.posts
@@ -641,7 +660,11 @@ def test_service_window_and_inbound_messages(env: Env) -> None:
     wamid = r.json()["messages"][0]["id"]
     r = env.send(order_confirmation(to))
     tmpl = r.json()["messages"][0]["id"]
-    env.wait(lambda: len(env.receiver.statuses_of(wamid)) >= 3 and len(env.receiver.statuses_of(tmpl)) >= 3)
+    env.wait(
+        lambda: (
+            len(env.receiver.statuses_of(wamid)) >= 3 and len(env.receiver.statuses_of(tmpl)) >= 3
+        )
+    )
     sent = env.receiver.statuses_of(wamid)[0]
     assert sent["status"] == "sent"
     assert sent["pricing"] == {
@@ -659,7 +682,10 @@ def test_custom_rules_latency_and_timeouts(env: Env) -> None:
         {"match": "*5555", "latency_ms": 400, "times": 1},
     ]
     r = env.http.post("/_sandbox/failures", json=rules)
-    assert r.status_code == 200 and r.json() == [{"match": "*4444", "code": 131048, "mode": "sync"}, {"match": "*5555", "times": 1, "latency_ms": 400.0}]
+    assert r.status_code == 200 and r.json() == [
+        {"match": "*4444", "code": 131048, "mode": "sync"},
+        {"match": "*5555", "times": 1, "latency_ms": 400.0},
+    ]
     r = env.send(order_confirmation("+919876544444"))
     assert r.status_code == 400 and graph_error(r)["code"] == 131048
     # the client gives up, but the send was accepted: the ambiguous timeout of real life
@@ -676,7 +702,10 @@ def test_custom_rules_latency_and_timeouts(env: Env) -> None:
     started = time.monotonic()
     assert env.send(order_confirmation("+919876545555")).status_code == 200
     assert time.monotonic() - started < 0.3  # times=1: only the first was slow
-    assert env.http.post("/_sandbox/failures", json=[{"match": "*", "mode": "soon"}]).status_code == 400
+    assert (
+        env.http.post("/_sandbox/failures", json=[{"match": "*", "mode": "soon"}]).status_code
+        == 400
+    )
 
 
 def test_global_latency(env: Env) -> None:
@@ -790,7 +819,9 @@ def test_stats_log_paging_reset_and_config(env: Env) -> None:
         env.send(order_confirmation(fresh()))
     env.send({"messaging_product": "whatsapp"})
     stats = env.http.get("/_sandbox/stats").json()
-    assert stats["requests"] == 6 and stats["accepted"] == 5 and stats["by_code"] == {"0": 5, "100": 1}
+    assert (
+        stats["requests"] == 6 and stats["accepted"] == 5 and stats["by_code"] == {"0": 5, "100": 1}
+    )
     log = env.http.get("/_sandbox/messages").json()
     seqs = [e["seq"] for e in log["data"]]
     assert seqs == list(range(seqs[0], seqs[0] + 6)) and log["last_seq"] == seqs[-1]

@@ -268,7 +268,9 @@ def test_error_statuses_follow_metas_table() -> None:
     err = json.loads(body)["error"]
     assert status == 400 and err["code"] == 100 and err["error_subcode"] == 33
     assert err["type"] == "GraphMethodException"
-    assert err["message"].startswith("Unsupported post request. Object with ID '123' does not exist")
+    assert err["message"].startswith(
+        "Unsupported post request. Object with ID '123' does not exist"
+    )
 
 
 def test_webhook_error_and_twilio_error() -> None:

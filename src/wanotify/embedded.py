@@ -611,7 +611,9 @@ def _clean_stale(slot_path: Path) -> bool:
     owner = state.get("owner_pid")
     if isinstance(owner, int) and owner != os.getpid() and psutil.pid_exists(owner):
         with contextlib.suppress(psutil.Error, KeyError, TypeError, ValueError):
-            if abs(psutil.Process(owner).create_time() - float(state["owner_create_time"])) < 1:
+            owner_proc = psutil.Process(owner)
+            same = abs(owner_proc.create_time() - float(state["owner_create_time"])) < 1
+            if same and owner_proc.status() != psutil.STATUS_ZOMBIE:
                 # Alive yet not holding the lock: never take servers from a live process.
                 log.warning("embedded servers: %s belongs to live process %d; skipping it",
                             slot_path, owner)
