@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Stack, statuses, wait_for
 
+from conftest import Stack, statuses, wait_for
 from wanotify.status import OUTCOMES
 
 pytestmark = pytest.mark.slow

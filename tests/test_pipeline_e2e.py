@@ -10,6 +10,7 @@ import textwrap
 import uuid
 
 import pytest
+
 from conftest import Stack, statuses, wait_for
 
 pytestmark = pytest.mark.slow

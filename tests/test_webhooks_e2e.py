@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack, wait_for
 from sqlalchemy import text
 
+from conftest import Stack, wait_for
 from wanotify.webhook_parse import sign
 
 pytestmark = pytest.mark.slow

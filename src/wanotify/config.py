@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)
-    send_concurrency: int = Field(default=64, ge=1, le=1024)
+    send_concurrency: int = Field(default=16, ge=1, le=1024)
     dispatch_slice_s: float = Field(default=5.0, gt=0)
     lease_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)

@@ -195,7 +195,7 @@ def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
                 ),
                 events,
             )
-        wamids = [a["wamid"] for a in accepted if a["wamid"]]
+        wamids = [str(a["wamid"]) for a in accepted if a["wamid"]]
         if wamids:
             from wanotify.ingest import apply_pending_for_wamids
 

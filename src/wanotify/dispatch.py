@@ -94,7 +94,7 @@ class Dispatcher:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            released, depth, next_due = await self.lanes.finish(sender.name, token, force=True)
+            _released, depth, next_due = await self.lanes.finish(sender.name, token, force=True)
             stats.depth_left = depth
             stats.next_due_ms = next_due
         return stats

@@ -36,7 +36,7 @@ class Proc:
         self.name = name
         self.args = args
         self.log_path = log_path
-        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "wanotify", *args],
             env=dict(env) if env is not None else None,

@@ -437,6 +437,8 @@ def _check_values(
 
 
 def _parse_template(item: dict[str, Any], where: str) -> Template:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(item).__name__}")
     try:
         name = str(item["name"])
         language = str(item["language"])
@@ -450,8 +452,12 @@ def _parse_template(item: dict[str, Any], where: str) -> Template:
     header_format = header_text = footer = None
     buttons: list[Button] = []
     for comp in item.get("components", []):
+        if not isinstance(comp, dict):
+            raise ValueError(f"{where}: a component must be a mapping")
         ctype = str(comp.get("type", "")).lower()
         if ctype == "body":
+            if "text" not in comp:
+                raise ValueError(f"{where}: the body component needs 'text'")
             body = str(comp["text"])
         elif ctype == "header":
             header_format = str(comp.get("format", "text")).lower()
@@ -460,6 +466,8 @@ def _parse_template(item: dict[str, Any], where: str) -> Template:
             footer = comp.get("text")
         elif ctype == "buttons":
             for b in comp.get("buttons", []):
+                if not isinstance(b, dict) or "type" not in b:
+                    raise ValueError(f"{where}: every button needs a 'type'")
                 buttons.append(
                     Button(
                         type=str(b["type"]).lower(),
@@ -494,9 +502,11 @@ def parse_catalogue(data: Any, source: str = "catalogue") -> Catalogue:
     items = data.get("templates") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ValueError(f"{source}: expected a list of templates under 'templates'")
-    return Catalogue(
-        [_parse_template(it, f"{source}: templates[{i}]") for i, it in enumerate(items)]
-    )
+    templates = [_parse_template(it, f"{source}: templates[{i}]") for i, it in enumerate(items)]
+    try:
+        return Catalogue(templates)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 _cache: dict[tuple[str, float], Catalogue] = {}
@@ -510,7 +520,11 @@ def load_catalogue(path: Path) -> Catalogue:
     with _lock:
         cat = _cache.get(key)
         if cat is None:
-            cat = parse_catalogue(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
+            cat = parse_catalogue(data, str(path))
             _cache[key] = cat
         return cat
 

@@ -659,6 +659,8 @@ class Sandbox:
     # ---- Graph API reads --------------------------------------------------------------
 
     async def get_object(self, request: Request) -> Response:
+        if not _VERSION.match(request.path_params["version"]):
+            return await self.fallback(request)
         oid: str = request.path_params["object_id"]
         denied = self._auth(request, "get", oid)
         if denied is not None:
@@ -698,6 +700,8 @@ class Sandbox:
         return obj
 
     async def message_templates(self, request: Request) -> Response:
+        if not _VERSION.match(request.path_params["version"]):
+            return await self.fallback(request)
         waba: str = request.path_params["object_id"]
         denied = self._auth(request, "get", waba)
         if denied is None and waba not in self.wabas:
@@ -717,6 +721,8 @@ class Sandbox:
         return self._page(request, data, q.get("fields"))
 
     async def phone_numbers(self, request: Request) -> Response:
+        if not _VERSION.match(request.path_params["version"]):
+            return await self.fallback(request)
         waba: str = request.path_params["object_id"]
         denied = self._auth(request, "get", waba)
         if denied is None and waba not in self.wabas:
@@ -754,6 +760,8 @@ class Sandbox:
         return _ok(out)
 
     async def debug_token(self, request: Request) -> Response:
+        if not _VERSION.match(request.path_params["version"]):
+            return await self.fallback(request)
         if self._token(request) is None:
             status, body = E.invalid_token(missing=True)
             return _json(status, body)

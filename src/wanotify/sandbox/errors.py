@@ -277,9 +277,6 @@ def meta_error(code: int) -> MetaError:
     return MetaError(code, "Something went wrong", "Something went wrong", 400, "Unknown error.")
 
 
-_TRACE_ALPHABET = b"-_"
-
-
 def fbtrace_id() -> str:
     """A random id shaped like Meta's ``fbtrace_id`` (23 URL-safe base64 characters)."""
     return base64.urlsafe_b64encode(os.urandom(18))[:23].decode("ascii")

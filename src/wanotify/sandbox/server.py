@@ -31,6 +31,7 @@ def uvicorn_config(
         lifespan="on",
         backlog=4096,
         timeout_keep_alive=30,
+        server_header=False,
     )
 
 
