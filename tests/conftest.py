@@ -45,22 +45,44 @@ def _with_redis_db(url: str, db: int) -> str:
     return f"{url.rstrip('/')}/{db}"
 
 
+HOLDER = """
+import json, sys
+from wanotify.embedded import resolve_services
+u = resolve_services(database_name="wanotify_test")
+print(json.dumps({"redis_url": u.redis_url, "database_url": u.database_url, "started": u.started}), flush=True)
+sys.stdin.read()  # hold the servers until the test run closes our stdin (or dies)
+"""
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[dict[str, str]]:
-    """Redis and Postgres for the whole run (embedded ones if nothing answers)."""
+    """Redis and Postgres for the whole run (embedded ones if nothing answers).
+
+    Embedded servers are held by a small child process, so the test process itself stays
+    free to start its own in the embedded-server tests; they stop when that child exits.
+    """
+    import json
+    import subprocess
+    import sys
+
     from wanotify.config import reset_settings
-    from wanotify.embedded import resolve_services, stop_services
 
     user_db = os.environ.get("WANOTIFY_DATABASE_URL")
-    urls = resolve_services(database_name="wanotify_test")
-    db_url = urls.database_url
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout is not None and holder.stdin is not None
+    line = holder.stdout.readline()
+    if not line:
+        raise RuntimeError("could not resolve Redis/Postgres for the tests (see the output above)")
+    urls = json.loads(line)
+    db_url = urls["database_url"]
     if user_db:
         # Never run the suite in a user's own database: use a sibling named *_test.
         from sqlalchemy import make_url
 
         u = make_url(user_db)
         db_url = u.set(database=f"{u.database}_test").render_as_string(hide_password=False)
-    redis_url = _with_redis_db(urls.redis_url, 15)
+    redis_url = _with_redis_db(urls["redis_url"], 15)
     os.environ["WANOTIFY_DATABASE_URL"] = db_url
     os.environ["WANOTIFY_REDIS_URL"] = redis_url
     reset_settings()
@@ -68,11 +90,17 @@ def services() -> Iterator[dict[str, str]]:
     import redis as _redis
 
     _redis.Redis.from_url(redis_url).flushdb()
-    yield {"database_url": db_url, "redis_url": redis_url}
-    from wanotify.db import dispose_engine
+    try:
+        yield {"database_url": db_url, "redis_url": redis_url}
+    finally:
+        from wanotify.db import dispose_engine
 
-    dispose_engine()
-    stop_services()
+        dispose_engine()
+        holder.stdin.close()
+        try:
+            holder.wait(30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
 
 
 def _fresh_database(url: str) -> None:
