@@ -161,7 +161,10 @@ class Dispatcher:
         for o in outcomes:
             if o.result.error_code == 131056:
                 await self.lanes.hold_recipient(
-                    sender.name, o.job.to_number.lstrip("+"), o.decision.delay_s * 1000
+                    sender.name,
+                    o.job.to_number.lstrip("+"),
+                    o.decision.delay_s * 1000,
+                    Pace.for_sender(sender, self.settings).pair_burst_ms,
                 )
 
     async def _send_ordered(

@@ -155,6 +155,11 @@ class AsyncLanes:
         self._settle = client.register_script(SCRIPTS["settle"])
         self._finish = client.register_script(SCRIPTS["finish"])
         self._claim = client.register_script(SCRIPTS["claim"])
+        self._hold = client.register_script(
+            "local cur = tonumber(redis.call('GET', KEYS[1]) or '0') "
+            "if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end "
+            "return 1"
+        )
 
     async def claim(self, sender: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._claim(args=[prefix(sender), token, ttl_ms]))
@@ -198,8 +203,14 @@ class AsyncLanes:
         pipe.set(p + "tat", f"{now_ms() + 1000:.3f}", px=for_ms + 60_000)
         await pipe.execute()
 
-    async def hold_recipient(self, sender: str, recipient: str, delay_ms: float) -> None:
-        """After a 131056: push the recipient's pair slot back (Meta recommends 4^X s)."""
+    async def hold_recipient(
+        self, sender: str, recipient: str, delay_ms: float, burst_ms: float = 0.0
+    ) -> None:
+        """After a 131056: hold the recipient for ``delay_ms`` (Meta recommends 4^X s).
+
+        The pair GCRA lets a recipient through while its TAT is within ``burst_ms`` of now,
+        so the TAT moves to now + delay + burst; never backwards (reserved slots stay).
+        """
         key = prefix(sender) + "p:" + recipient
-        until = now_ms() + delay_ms
-        await self.r.set(key, f"{until:.3f}", px=int(delay_ms + 60_000))
+        until = now_ms() + delay_ms + burst_ms
+        await self._hold(keys=[key], args=[f"{until:.3f}", int(delay_ms + burst_ms + 60_000)])
