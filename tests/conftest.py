@@ -148,9 +148,9 @@ class Stack:
         from wanotify.procs import Proc, wait_worker
 
         env = {**self.env, **(extra_env or {})}
-        p = Proc(name, ["worker", "--concurrency", "8", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"], env,
-                 self.logdir / f"{name}.log")
-        wait_worker(env["WANOTIFY_REDIS_URL"], p, timeout=40)
+        node = f"{name}-{uuid.uuid4().hex[:6]}"
+        p = Proc(name, ["worker", "--concurrency", "8", "-n", f"{node}@%h"], env, self.logdir / f"{name}.log")
+        wait_worker(env["WANOTIFY_REDIS_URL"], p, timeout=40, node=node)
         self.procs[name] = p
         return p
 

@@ -226,6 +226,44 @@ def demo(
     raise typer.Exit(code)
 
 
+bench_app = typer.Typer(help="Benchmarks, measured through the public surface.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("pacing")
+def bench_pacing(
+    runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 1,
+    senders: Annotated[int, typer.Option(help="Senders at --mps.")] = 10,
+    mps: Annotated[int, typer.Option(help="Their messages/s limit.")] = 80,
+    fast_mps: Annotated[int, typer.Option(help="One more sender at this limit (0: none).")] = 1000,
+    backlog_seconds: Annotated[float, typer.Option(help="Backlog per sender, in seconds of its rate.")] = 8.0,
+    workers: Annotated[int, typer.Option(help="Worker processes (as separate hosts).")] = 4,
+    otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
+    baseline: Annotated[bool, typer.Option(help="Also run Celery's rate_limit baseline.")] = True,
+    baseline_timeout: Annotated[float, typer.Option(help="Stop the baseline after this many seconds.")] = 45.0,
+) -> None:
+    """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
+    from wanotify.bench.pacing import run
+
+    if runs < 1 or senders < 1 or mps < 1 or workers < 1:
+        _fail("runs, senders, mps and workers must be at least 1")
+    run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=fast_mps, backlog_s=backlog_seconds,
+        workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
+
+
+@bench_app.command("baseline-worker", hidden=True)
+def bench_baseline_worker(
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "baseline@%h",
+    concurrency: Annotated[int, typer.Option(help="Threads.")] = 8,
+) -> None:
+    """The textbook baseline's worker (one task per message, Celery rate_limit)."""
+    from wanotify.bench.baseline import app as baseline_app
+
+    baseline_app.worker_main(["worker", "-Q", "baseline", "--pool", "threads", "--concurrency",
+                              str(concurrency), "-n", name if "@" in name else f"{name}@%h",
+                              "--loglevel", "WARNING"])
+
+
 def main() -> None:
     try:
         app()

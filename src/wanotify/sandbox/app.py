@@ -395,6 +395,7 @@ class Sandbox:
         pnid: str = pp["object_id"]
         version: str = pp["version"]
         to: Any = None
+        biz: Any = None
         mtype: str | None = None
         template: str | None = None
         try:
@@ -419,6 +420,7 @@ class Sandbox:
             if not isinstance(body, dict):
                 raise _invalid("The request body must be a JSON object.")
             to = body.get("to")
+            biz = body.get("biz_opaque_callback_data")
             mtype = body.get("type", "text") if "status" not in body else "read"
             if isinstance(body.get("template"), dict):
                 name = body["template"].get("name")
@@ -438,6 +440,8 @@ class Sandbox:
                 template,
                 rej.code,
                 rej.status,
+                None,
+                biz if isinstance(biz, str) else None,
             )
             return _json(rej.status, rej.body)
 

@@ -1,0 +1,1 @@
+"""Benchmarks (``wanotify bench …``): measured through the public surface, never in tests."""
