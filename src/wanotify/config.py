@@ -72,14 +72,14 @@ class Settings(BaseSettings):
 
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)
-    send_concurrency: int = Field(default=16, ge=1, le=1024)
+    send_concurrency: int = Field(default=256, ge=1, le=4096)
     dispatch_slice_s: float = Field(default=10.0, gt=0)
     reserve_horizon_ms: float = Field(default=100.0, ge=0, le=2000)
     lease_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=90, ge=5)
     max_attempts_transient: int = Field(default=5, ge=1)
-    pacing_safety: float = Field(default=0.98, gt=0.1, le=1.0)
+    pacing_safety: float = Field(default=0.975, gt=0.1, le=1.0)
     log_level: str = "INFO"
     log_json: bool = True
 

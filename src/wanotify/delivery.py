@@ -7,13 +7,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import insert, text
-
-from wanotify.db import session_scope
-from wanotify.db.models import Attempt
+from wanotify.db import connection_scope, session_scope
 from wanotify.providers.whatsapp import SendResult
 from wanotify.retry import SCHEDULES, pair_backoff_s
 from wanotify.status import SQL_RANK
@@ -58,46 +54,46 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
     return Decision("fail", status="failed")
 
 
+CLAIM_SQL = """
+WITH ex AS (
+  UPDATE notifications SET status = 'expired', finished_at = now(), updated_at = now(),
+    error_message = 'expired before it could be sent', claim_token = NULL
+  WHERE id = ANY(%(ids)s) AND status IN ('queued', 'sending') AND expires_at < now()
+  RETURNING id
+), ev AS (
+  INSERT INTO status_events (notification_id, dedupe_key, status, source, at)
+  SELECT id, 'expired:' || id::text, 'expired', 'worker', now() FROM ex
+  ON CONFLICT DO NOTHING
+), cl AS (
+  UPDATE notifications SET status = 'sending', claim_token = %(tok)s, claimed_at = now(),
+    updated_at = now(), attempt_count = attempt_count + 1
+  WHERE id = ANY(%(ids)s)
+    AND (expires_at IS NULL OR expires_at >= now())
+    AND (status = 'queued'
+         OR (status = 'sending' AND claimed_at < now() - make_interval(secs => %(lease)s)))
+  RETURNING id, kind, sender, to_number, payload, attempt_count
+)
+SELECT id, kind, sender, to_number, payload, attempt_count FROM cl
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL FROM ex
+"""
+
+
 def claim(ids: list[uuid.UUID], token: str, lease_s: float) -> tuple[list[ClaimedJob], list[uuid.UUID]]:
     """Mark released jobs ``sending`` (once) and load them; expire the ones past expires_at.
 
     A job already beyond ``sending`` (a redelivered entry whose send was accepted) is not
     returned, so it is never sent twice. A ``sending`` job whose claim is older than the
-    lease belonged to a worker that died: it is claimed again.
+    lease belonged to a worker that died: it is claimed again. One statement, one round trip.
     Returns (jobs to send, ids that expired).
     """
     if not ids:
         return [], []
-    with session_scope() as s:
-        expired = s.execute(
-            text(
-                "UPDATE notifications SET status = 'expired', finished_at = now(), updated_at = now(),"
-                " error_message = 'expired before it could be sent', claim_token = NULL "
-                "WHERE id = ANY(:ids) AND status IN ('queued', 'sending') AND expires_at < now() "
-                "RETURNING id"
-            ),
-            {"ids": ids},
-        ).scalars().all()
-        if expired:
-            s.execute(
-                text(
-                    "INSERT INTO status_events (notification_id, dedupe_key, status, source, at)"
-                    " SELECT id, 'expired:' || id::text, 'expired', 'worker', now()"
-                    " FROM unnest(CAST(:ids AS uuid[])) AS id ON CONFLICT DO NOTHING"
-                ),
-                {"ids": list(expired)},
-            )
-        rows = s.execute(
-            text(
-                "UPDATE notifications SET status = 'sending', claim_token = :tok, claimed_at = now(),"
-                " updated_at = now(), attempt_count = attempt_count + 1 "
-                "WHERE id = ANY(:ids) AND (status = 'queued' OR (status = 'sending'"
-                " AND claimed_at < now() - make_interval(secs => :lease))) "
-                "RETURNING id, kind, sender, to_number, payload, attempt_count"
-            ),
-            {"ids": ids, "tok": token, "lease": lease_s},
-        ).all()
-    return [ClaimedJob(r.id, r.kind, r.sender, r.to_number, r.payload, r.attempt_count) for r in rows], list(expired)
+    with connection_scope() as conn:
+        rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": ids, "tok": token, "lease": lease_s}).all()
+    jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows if r[1] is not None]
+    expired = [r[0] for r in rows if r[1] is None]
+    return jobs, expired
 
 
 @dataclass
@@ -107,96 +103,71 @@ class Outcome:
     decision: Decision
 
 
+_RANK = SQL_RANK.format(col="n.status")
+
+RECORD_SQL = f"""
+WITH v AS (
+  SELECT * FROM unnest(%(id)s::uuid[], %(action)s::text[], %(wamid)s::text[], %(code)s::int[],
+                       %(msg)s::text[], %(http)s::int[], %(reqid)s::text[], %(dur)s::float8[],
+                       %(attempt)s::int[])
+    AS v(id, action, wamid, code, msg, http, reqid, dur, attempt)
+), a AS (
+  INSERT INTO attempts (notification_id, channel, provider_message_id, request_id, http_status,
+                        error_code, error_message, outcome, duration_ms, at)
+  SELECT id, %(channel)s, wamid, reqid, http, code, msg, action, dur, now() FROM v
+), e AS (
+  INSERT INTO status_events (notification_id, provider_message_id, dedupe_key, status, source,
+                             at, error_code, error_title, applied)
+  SELECT id, wamid, 'worker:' || id::text || ':' || attempt::text || ':' || action,
+         CASE action WHEN 'done' THEN 'accepted' ELSE 'failed' END, 'worker', now(), code, msg, true
+  FROM v WHERE action IN ('done', 'fail')
+  ON CONFLICT (dedupe_key) DO NOTHING
+), u AS (
+  UPDATE notifications n SET
+    status = CASE v.action
+      WHEN 'done' THEN CASE WHEN {_RANK} < 2 THEN 'accepted' ELSE n.status END
+      WHEN 'fail' THEN CASE WHEN {_RANK} < 4 THEN 'failed' ELSE n.status END
+      ELSE CASE WHEN n.status = 'sending' THEN 'queued' ELSE n.status END END,
+    wamid = COALESCE(v.wamid, n.wamid),
+    accepted_at = CASE WHEN v.action = 'done' THEN COALESCE(n.accepted_at, now()) ELSE n.accepted_at END,
+    error_code = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN v.code ELSE n.error_code END,
+    error_message = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN v.msg ELSE n.error_message END,
+    finished_at = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
+    attempt_count = n.attempt_count
+      - CASE WHEN v.action = 'throttle' AND n.status = 'sending' THEN 1 ELSE 0 END,
+    claim_token = NULL, updated_at = now()
+  FROM v WHERE n.id = v.id
+)
+SELECT count(*) FROM status_events
+WHERE applied = false AND provider_message_id = ANY(%(wamids)s::text[])
+"""
+
+
 def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
-    """One transaction: an attempt row per call, the jobs' new statuses, worker events."""
+    """One statement: an attempt row per call, the jobs' new statuses, worker events.
+
+    Statuses that arrived by webhook before the wamid was known are applied right after.
+    """
     if not outcomes:
         return
-    now = datetime.now(UTC)
-    attempts = [
-        {
-            "notification_id": o.job.id,
-            "channel": channel,
-            "provider_message_id": o.result.wamid,
-            "request_id": o.result.request_id,
-            "http_status": o.result.http_status,
-            "error_code": o.result.error_code,
-            "error_message": o.result.error_message,
-            "outcome": o.decision.action,
-            "duration_ms": round(o.result.duration_ms, 3),
-            "at": now,
-        }
-        for o in outcomes
-    ]
-    accepted = [
-        {"id": o.job.id, "wamid": o.result.wamid, "at": now}
-        for o in outcomes
-        if o.decision.action == "done"
-    ]
-    failed = [
-        {"id": o.job.id, "code": o.result.error_code, "msg": o.result.error_message, "at": now}
-        for o in outcomes
-        if o.decision.action == "fail"
-    ]
-    requeue = [
-        {"id": o.job.id, "refund": 1 if o.decision.action == "throttle" else 0}
-        for o in outcomes
-        if o.decision.action in ("retry", "throttle")
-    ]
-    events = [
-        {
-            "nid": o.job.id,
-            "wamid": o.result.wamid,
-            "key": f"worker:{o.job.id}:{o.job.attempt_count}:{o.decision.status}",
-            "status": "accepted" if o.decision.action == "done" else "failed",
-            "code": o.result.error_code,
-            "title": o.result.error_message,
-            "at": now,
-        }
-        for o in outcomes
-        if o.decision.action in ("done", "fail")
-    ]
-    rank = SQL_RANK.format(col="status")
-    with session_scope() as s:
-        s.execute(insert(Attempt), attempts)
-        if accepted:
-            s.execute(
-                text(
-                    f"UPDATE notifications SET wamid = :wamid, claim_token = NULL, updated_at = now(),"
-                    f" accepted_at = COALESCE(accepted_at, :at),"
-                    f" status = CASE WHEN {rank} < 2 THEN 'accepted' ELSE status END "
-                    f"WHERE id = :id"
-                ),
-                accepted,
-            )
-        if failed:
-            s.execute(
-                text(
-                    f"UPDATE notifications SET status = 'failed', error_code = :code,"
-                    f" error_message = :msg, finished_at = :at, claim_token = NULL, updated_at = now() "
-                    f"WHERE id = :id AND {rank} < 4"
-                ),
-                failed,
-            )
-        if requeue:
-            s.execute(
-                text(
-                    "UPDATE notifications SET status = 'queued', claim_token = NULL, updated_at = now(),"
-                    " attempt_count = attempt_count - :refund WHERE id = :id AND status = 'sending'"
-                ),
-                requeue,
-            )
-        if events:
-            s.execute(
-                text(
-                    "INSERT INTO status_events (notification_id, provider_message_id, dedupe_key,"
-                    " status, source, at, error_code, error_title, applied)"
-                    " VALUES (:nid, :wamid, :key, :status, 'worker', :at, :code, :title, true)"
-                    " ON CONFLICT (dedupe_key) DO NOTHING"
-                ),
-                events,
-            )
-        wamids = [str(a["wamid"]) for a in accepted if a["wamid"]]
-        if wamids:
-            from wanotify.ingest import apply_pending_for_wamids
+    params: dict[str, Any] = {
+        "id": [o.job.id for o in outcomes],
+        "action": [o.decision.action for o in outcomes],
+        "wamid": [o.result.wamid for o in outcomes],
+        "code": [o.result.error_code for o in outcomes],
+        "msg": [o.result.error_message for o in outcomes],
+        "http": [o.result.http_status for o in outcomes],
+        "reqid": [o.result.request_id for o in outcomes],
+        "dur": [round(o.result.duration_ms, 3) for o in outcomes],
+        "attempt": [o.job.attempt_count for o in outcomes],
+        "channel": channel,
+    }
+    wamids = [o.result.wamid for o in outcomes if o.result.wamid]
+    params["wamids"] = wamids
+    with connection_scope() as conn:
+        early = conn.exec_driver_sql(RECORD_SQL, params).scalar_one()
+    if early:
+        from wanotify.ingest import apply_pending_for_wamids
 
+        with session_scope() as s:
             apply_pending_for_wamids(s, wamids)

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -28,29 +28,82 @@ from wanotify.throttle import AsyncLanes, Pace, now_ms, parse_entry
 log = logging.getLogger("wanotify.dispatch")
 
 MAX_RELEASE = 200
+MAX_LAG_MS = 40.0
 
 
 class Pacer:
     """The gate every send of one sender passes, at the moment it is fired.
 
-    Slots from Redis are already spaced by the GCRA interval; this keeps the *actual* send
-    instants spaced too. If a claim or the event loop runs late, the late sends go out one
-    interval apart instead of in a burst, so what reaches Meta never exceeds the rate.
+    Slots from Redis are already spaced by the GCRA; this gate checks the *actual* send
+    instants: no send before its slot, and never more than ``cap`` sends in any sliding
+    second. When a claim or a busy event loop made sends late, they catch up as far as the
+    window allows instead of being lost, and never burst past the limit.
     """
 
-    def __init__(self, interval_ms: float):
+    def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int):
         self.interval_ms = interval_ms
-        self.last = 0.0
+        self.cap = max(1, cap)
+        self.sent: deque[float] = deque()
         self.lock = asyncio.Lock()
+        self.pending = 0  # sends claimed and waiting at the gate
+        self.planned = 0.0
+        self.head_slot: float | None = None
+        self.pair_interval_ms = pair_interval_ms
+        self.pair_tolerance_ms = pair_interval_ms * max(0, pair_burst - 1)
+        self.pair_tat: dict[str, float] = {}
+
+    async def wait_recipient(self, rcpt: str) -> None:
+        """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
+        tat = self.pair_tat.get(rcpt)
+        if tat is not None:
+            wait = tat - self.pair_tolerance_ms - now_ms()
+            if wait > 0:
+                await asyncio.sleep(wait / 1000)
+
+    def sent_to(self, rcpt: str) -> None:
+        now = now_ms()
+        self.pair_tat[rcpt] = max(self.pair_tat.get(rcpt, 0.0), now) + self.pair_interval_ms
+        if len(self.pair_tat) > 50_000:  # forget recipients whose slots are all in the past
+            self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
 
     async def wait_turn(self, slot_ms: float) -> None:
+        self.pending += 1
+        try:
+            await self._wait_turn(slot_ms)
+        finally:
+            self.pending -= 1
+
+    async def _wait_turn(self, slot_ms: float) -> None:
         async with self.lock:
-            t = max(slot_ms, self.last + self.interval_ms)
-            delay = t - now_ms()
-            if delay > 0:
-                await asyncio.sleep(delay / 1000)
-            # Waking a little late is caught up (half an interval at most), never in a burst.
-            self.last = max(t, now_ms() - self.interval_ms / 2)
+            self.head_slot = slot_ms
+            try:
+                await self._pass(slot_ms)
+            finally:
+                self.head_slot = None
+
+    @property
+    def lag_ms(self) -> float:
+        """How late the send at the head of the gate is (0 when the gate keeps up)."""
+        head = self.head_slot
+        return 0.0 if head is None else max(0.0, now_ms() - head)
+
+    async def _pass(self, slot_ms: float) -> None:
+        # Planned instants are spaced by the interval; the timer's own lateness is not
+        # carried forward (at most one interval is caught up, so no burst after a stall).
+        planned = max(slot_ms, self.planned + self.interval_ms)
+        while True:
+            now = now_ms()
+            if planned > now:
+                await asyncio.sleep((planned - now) / 1000)
+                continue
+            while self.sent and self.sent[0] <= now - 1000.0:
+                self.sent.popleft()
+            if len(self.sent) < self.cap:
+                self.sent.append(now)
+                self.planned = max(planned, now - self.interval_ms)
+                return
+            # The hard cap: never more than `cap` sends in any sliding second.
+            await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))
 
 
 @dataclass
@@ -74,7 +127,7 @@ class Dispatcher:
         self.settings = settings
         self.client = client
         self.lanes = AsyncLanes(redis_client)
-        self.sem = asyncio.Semaphore(settings.send_concurrency)
+        self.pacers: dict[str, Pacer] = {}
         self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
 
     async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
@@ -88,14 +141,25 @@ class Dispatcher:
             return stats
         pace = Pace.for_sender(sender, settings)
         horizon = settings.reserve_horizon_ms
-        lead = min(horizon / 2, 30.0)
-        pacer = Pacer(pace.interval_ms)
+        lead = min(horizon / 2, 50.0)
+        pacer = self.pacers.get(sender.name)
+        if pacer is None or pacer.cap != pace.window_cap:
+            pacer = self.pacers[sender.name] = Pacer(
+                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst
+            )
         deadline = time.monotonic() + (slice_s if slice_s is not None else settings.dispatch_slice_s)
         last_renew = time.monotonic()
         tasks: set[asyncio.Task[None]] = set()
         chains: dict[str, asyncio.Future[None]] = {}
         try:
             while True:
+                # If sends run late (a slow claim, a busy loop), reserve nothing more until the
+                # gate has caught up: the lag is not carried forward behind new reservations
+                # (an OTP would wait behind it), and the number still sends at its full rate.
+                lag = pacer.lag_ms
+                if lag > MAX_LAG_MS and time.monotonic() < deadline:
+                    await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
+                    continue
                 rel = await self.lanes.release(sender.name, pace, MAX_RELEASE, lease_ms, horizon)
                 if rel.entries:
                     stats.released += len(rel.entries)
@@ -195,8 +259,8 @@ class Dispatcher:
     async def _feedback(self, sender: SenderConfig, outcomes: list[Outcome]) -> None:
         """Meta's throttling answers slow the number (130429) or the recipient (131056) down."""
         if any(o.result.error_code in (130429, 4, 80007) for o in outcomes):
-            log.warning("sender %s hit Meta's rate limit; slowing down for 30 s", sender.name)
-            await self.lanes.slow_down(sender.name, 1.25, 30_000)
+            log.warning("sender %s hit Meta's rate limit; slowing down for 10 s", sender.name)
+            await self.lanes.slow_down(sender.name, 1.1, 10_000)
         for o in outcomes:
             if o.result.error_code == 131056:
                 await self.lanes.hold_recipient(
@@ -221,9 +285,11 @@ class Dispatcher:
         try:
             if prev is not None:
                 await asyncio.shield(prev)
+            rcpt = job.to_number
+            await pacer.wait_recipient(rcpt)
             await pacer.wait_turn(slot_ms)
-            async with self.sem:
-                res = await send_message(self.client, self.settings, sender, job.payload)
+            pacer.sent_to(rcpt)
+            res = await send_message(self.client, self.settings, sender, job.payload)
             if not res.ok:
                 log.info(
                     "send failed",

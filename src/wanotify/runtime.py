@@ -7,9 +7,11 @@ live as long as the process (re-created after a fork).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiohttp
@@ -34,12 +36,18 @@ class Runtime:
         from wanotify.dispatch import Dispatcher
 
         self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
+        # The send loop paces messages to the millisecond: keep collector pauses short.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 200)
 
     async def _make_http(self) -> aiohttp.ClientSession:
         return new_client(self.settings)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        # Claims and records run in threads; enough of them for every sender's batches.
+        self.loop.set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="wanotify-db"))
         self.loop.call_soon(self._ready.set)
         self.loop.run_forever()
 

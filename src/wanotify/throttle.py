@@ -62,6 +62,7 @@ class Pace:
     burst_ms: float
     pair_interval_ms: float
     pair_burst_ms: float
+    window_cap: int = 1_000_000  # most sends in any sliding second (the dispatcher's gate)
 
     @classmethod
     def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
@@ -80,6 +81,7 @@ class Pace:
             burst_ms=tau,
             pair_interval_ms=pair,
             pair_burst_ms=pair * (s.pair_burst - 1),
+            window_cap=max(1, int(s.mps * settings.pacing_safety) + 1),
         )
 
 

@@ -164,10 +164,17 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
     last = max((t for v in accepted.values() for t in v), default=0.0)
     res.seconds = last - first
     lat = []
+    otp_debug = []
     for m in log:
         key = m.get("biz_opaque_callback_data")
         if key in otp_enqueued and m["code"] == 0:
-            lat.append((m["t"] - otp_enqueued.pop(key)) * 1000)
+            enq = otp_enqueued.pop(key)
+            lat.append((m["t"] - enq) * 1000)
+            otp_debug.append((m, enq))
+    if os.environ.get("WANOTIFY_BENCH_DEBUG") and lat:
+        t_first = min((t for v in accepted.values() for t in v), default=0.0)
+        slow = sorted(((m["t"] - t_first, (m["t"] - enq) * 1000) for m, enq in otp_debug), key=lambda x: -x[1])[:8]
+        console.print("slowest OTPs (s after first send, ms): " + ", ".join(f"{a:.1f}s:{b:.0f}" for a, b in slow))
     res.otp_count = len(lat)
     res.otp_p50_ms = percentile(lat, 0.5)
     res.otp_p99_ms = percentile(lat, 0.99)
@@ -233,7 +240,8 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
         wait_until(lambda: all(_otp_done(k) for k in list(enqueued)[-5:]), 10)
     cpu = meter.used()
     env.stop(procs)
-    res = analyse("wanotify", sandbox_log(sb_url), senders, len(backlog), dict(enqueued), cpu)
+    log = sandbox_log(sb_url)
+    res = analyse("wanotify", log, senders, len(backlog), dict(enqueued), cpu)
     if not ok:
         res.notes.append(f"backlog not drained within {timeout:.0f}s")
     return res

@@ -7,7 +7,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+import orjson
+import psycopg.types.json
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanotify.config import get_settings
@@ -16,6 +18,9 @@ _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 _pid: int | None = None
 _lock = threading.Lock()
+
+# jsonb columns come back through orjson (payloads are read on every claim).
+psycopg.types.json.set_json_loads(orjson.loads)
 
 
 def get_engine() -> Engine:
@@ -28,7 +33,9 @@ def get_engine() -> Engine:
                 url,
                 pool_size=10,
                 max_overflow=20,
-                pool_pre_ping=True,
+                # No ping per checkout (a round trip per transaction on the hot path): a dead
+                # connection fails its transaction once, is invalidated, and the retry reconnects.
+                pool_pre_ping=False,
                 pool_recycle=1800,
                 connect_args={"connect_timeout": 5, "application_name": "wanotify"},
             )
@@ -43,6 +50,13 @@ def dispose_engine() -> None:
         if _engine is not None:
             _engine.dispose()
         _engine = _factory = _pid = None
+
+
+@contextmanager
+def connection_scope() -> Iterator[Connection]:
+    """A Core connection in a transaction, for the hot paths' hand-written statements."""
+    with get_engine().begin() as conn:
+        yield conn
 
 
 @contextmanager
