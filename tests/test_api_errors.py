@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
 import pytest
+
 from conftest import Stack, statuses, wait_for
 
 pytestmark = pytest.mark.slow
@@ -115,3 +117,28 @@ def test_cli_send_and_status(stack: Stack, db: Any) -> None:
     assert st.returncode == 0 and job_id in st.stdout
     overview = _cli("status", "--json", env=stack.env)
     assert overview.returncode == 0 and '"senders"' in overview.stdout
+
+
+def test_metrics_and_status_show_queue_depth_and_wait(stack: Stack, redis_client: Any) -> None:
+    from wanotify.ids import uuid7
+    from wanotify.throttle import Lanes, entry
+
+    # A job waiting in a lane of a sender with no dispatcher: what ops would see in a backlog.
+    lanes = Lanes(redis_client)
+    job = str(uuid7())
+    redis_client.set("wn:{main}:owner", "someone-else", px=3000)  # keep the dispatcher away
+    lanes.push("main", "marketing", [entry("marketing", job, "919800000001")])
+    try:
+        time.sleep(0.3)
+        text = httpx.get(f"{stack.web_url}/metrics").text
+        line = [x for x in text.splitlines()
+                if x.startswith('wanotify_queue_depth{lane="marketing",sender="main"}')]
+        assert line and float(line[0].split()[-1]) >= 1
+        waits = [x for x in text.splitlines()
+                 if x.startswith('wanotify_queue_wait_seconds{lane="marketing",sender="main"}')]
+        assert waits and float(waits[0].split()[-1]) >= 0.2
+        st = _cli("status", "--json", env=stack.env)
+        assert '"marketing": 1' in st.stdout.replace("\n", " ").replace("  ", " ") or '"marketing":1' in st.stdout
+    finally:
+        redis_client.delete("wn:{main}:owner")
+        redis_client.lrem("wn:{main}:q:m", 0, entry("marketing", job, "919800000001"))

@@ -594,3 +594,85 @@ def test_hold_recipient_with_default_pair_burst(r: redis.Redis, clock: Clock) ->
         return held + ids((await la.release(S, pace, 10, LEASE)).entries)
 
     assert arun(go) == ["a1"]
+
+
+# ---- reservations ahead (horizon) and the daily unique-recipient tier -------------------
+
+
+def test_horizon_reserves_spaced_slots_within_the_horizon(r: redis.Redis, clock: Clock) -> None:
+    lanes = Lanes(r)
+    pace = Pace(interval_ms=10, burst_ms=0, pair_interval_ms=1000, pair_burst_ms=0)
+    lanes.push(S, "marketing", [entry("marketing", f"m{i}", rcpt(i)) for i in range(50)])
+    t0 = clock.t
+
+    async def go(la: AsyncLanes) -> list[list[float]]:
+        first = await la.release(S, pace, 100, LEASE, horizon_ms=95)
+        clock.advance(50)
+        second = await la.release(S, pace, 100, LEASE, horizon_ms=95)
+        return [[x - t0 for x in first.slots], [x - t0 for x in second.slots]]
+
+    first, second = arun(go)
+    assert first == [10.0 * k for k in range(10)]          # 0, 10 … 90: all within 95 ms
+    assert second == [100.0 + 10 * k for k in range(5)]   # continues where the first stopped
+    # reserved entries are leased until their slot plus the lease
+    scores = sorted(s for _, s in r.zrange(P + "inflight", 0, -1, withscores=True))
+    assert scores[0] == t0 + LEASE and scores[-1] == t0 + 140 + LEASE
+
+
+def test_pair_limit_is_checked_at_the_slot_time(r: redis.Redis, clock: Clock) -> None:
+    lanes = Lanes(r)
+    pace = Pace(interval_ms=300, burst_ms=0, pair_interval_ms=500, pair_burst_ms=0)
+    lanes.push(S, "transactional", [entry("transactional", f"a{i}", A) for i in range(3)])
+    t0 = clock.t
+
+    async def go(la: AsyncLanes) -> list[tuple[str, float]]:
+        rel = await la.release(S, pace, 10, LEASE, horizon_ms=1000)
+        return [(parse_entry(e)[1], s - t0) for e, s in zip(rel.entries, rel.slots, strict=True)]
+
+    got = arun(go)
+    # slot 0 → a0; slot 300 is too close to a0 for A (500 ms), so a1 is held, not sent at 300
+    assert got[0] == ("a0", 0.0)
+    assert ("a1", 300.0) not in got
+    assert r.zcard(P + "delay") >= 1
+
+
+def test_daily_tier_holds_marketing_to_new_recipients_but_never_otp(r: redis.Redis, clock: Clock) -> None:
+    from wanotify.throttle import Tier
+
+    lanes = Lanes(r)
+    pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)
+    tier = Tier("portfolio-1", limit=3, marketing_share=2 / 3)  # marketing may reach 2 people
+    lanes.push(S, "marketing", [entry("marketing", f"m{i}", rcpt(i)) for i in range(4)])
+    lanes.push(S, "marketing", [entry("marketing", "m0b", rcpt(0))])  # same person again
+    lanes.push(S, "otp", [entry("otp", f"o{i}", rcpt(100 + i)) for i in range(3)])
+
+    async def go(la: AsyncLanes) -> list[str]:
+        return ids((await la.release(S, pace, 100, LEASE, tier=tier)).entries)
+
+    got = arun(go)
+    # OTPs first and always (they count: 3 recipients, the whole tier); marketing to new
+    # recipients waits because the tier is spent; nothing is dropped.
+    assert got[:3] == ["o0", "o1", "o2"]
+    assert not any(x.startswith("m") for x in got)
+    held = [e.decode() for e in r.zrange(P + "delay", 0, -1)]
+    assert sorted(parse_entry(e)[1] for e in held) == ["m0", "m0b", "m1", "m2", "m3"]
+    day_end = (int(clock.t // 86_400_000) + 1) * 86_400_000
+    assert all(s >= day_end for _, s in r.zrange(P + "delay", 0, -1, withscores=True))
+
+
+def test_daily_tier_marketing_share_and_repeat_recipients(r: redis.Redis, clock: Clock) -> None:
+    from wanotify.throttle import Tier
+
+    lanes = Lanes(r)
+    pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)
+    tier = Tier("portfolio-2", limit=10, marketing_share=0.2)  # marketing: 2 new recipients
+    lanes.push(S, "marketing", [entry("marketing", f"m{i}", rcpt(i % 3)) for i in range(6)])
+
+    async def go(la: AsyncLanes) -> list[str]:
+        return ids((await la.release(S, pace, 100, LEASE, tier=tier)).entries)
+
+    got = arun(go)
+    # recipients 0 and 1 fit the marketing share (repeat messages to them are free);
+    # recipient 2 is new and over the share: its messages wait.
+    assert got == ["m0", "m1", "m3", "m4"]
+    assert sorted(parse_entry(e.decode())[1] for e in r.zrange(P + "delay", 0, -1)) == ["m2", "m5"]

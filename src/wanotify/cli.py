@@ -197,11 +197,13 @@ def status(
         console.print_json(json.dumps(data, default=str))
         return
     t = Table(title="senders")
-    for col in ("sender", "otp", "transactional", "marketing", "held", "inflight", "dispatching"):
+    for col in ("sender", "otp", "transactional", "marketing", "held", "inflight", "oldest wait",
+                "dispatching"):
         t.add_column(col, justify="right" if col != "sender" else "left")
     for name, d in data["senders"].items():
+        oldest = max(d["wait_s"].values())
         t.add_row(name, str(d["otp"]), str(d["transactional"]), str(d["marketing"]), str(d["held"]),
-                  str(d["inflight"]), "yes" if d["owned"] else "no")
+                  str(d["inflight"]), f"{oldest:.1f} s", "yes" if d["owned"] else "no")
     console.print(t)
     t2 = Table(title="notifications by status")
     t2.add_column("kind")

@@ -38,8 +38,12 @@ class SenderConfig(BaseModel):
     # Meta's pair limit: about one message per 6 s to one recipient, with bursts.
     pair_interval_s: float = Field(default=6.0, gt=0)
     pair_burst: int = Field(default=5, ge=1, le=100)
-    # Portfolio-wide daily unique-recipient tier (None: unlimited).
+    # Portfolio-wide daily unique-recipient tier (250 / 2,000 / 10,000 / 100,000; None:
+    # unlimited). Marketing may use `marketing_share` of it and waits when that is spent;
+    # OTP and transactional count against it but are never held.
     daily_unique_limit: int | None = Field(default=None, ge=1)
+    marketing_share: float = Field(default=0.8, ge=0, le=1)
+    portfolio: str | None = Field(default=None, max_length=64)  # default: the waba_id
 
 
 def load_ref(value: str) -> Any:

@@ -23,7 +23,7 @@ from wanotify.config import SenderConfig, Settings
 from wanotify.delivery import ClaimedJob, Decision, Outcome, claim, decide, record
 from wanotify.phones import mask_phone
 from wanotify.providers.whatsapp import SendResult, send_message
-from wanotify.throttle import AsyncLanes, Pace, now_ms, parse_entry
+from wanotify.throttle import AsyncLanes, Pace, Tier, now_ms, parse_entry
 
 log = logging.getLogger("wanotify.dispatch")
 
@@ -140,6 +140,7 @@ class Dispatcher:
             stats.owned = False
             return stats
         pace = Pace.for_sender(sender, settings)
+        tier = Tier.for_sender(sender)
         horizon = settings.reserve_horizon_ms
         lead = min(horizon / 2, 50.0)
         pacer = self.pacers.get(sender.name)
@@ -160,7 +161,9 @@ class Dispatcher:
                 if lag > MAX_LAG_MS and time.monotonic() < deadline:
                     await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
                     continue
-                rel = await self.lanes.release(sender.name, pace, MAX_RELEASE, lease_ms, horizon)
+                rel = await self.lanes.release(
+                    sender.name, pace, MAX_RELEASE, lease_ms, horizon, tier
+                )
                 if rel.entries:
                     stats.released += len(rel.entries)
                     t = asyncio.create_task(

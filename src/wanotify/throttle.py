@@ -11,6 +11,7 @@ and the next release puts them back at the head of their lane.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -54,6 +55,18 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
+def _age_s(head: bytes | str | None, now: float) -> float:
+    """Seconds since the job at the head of a lane was created (0 for an empty lane)."""
+    if not head:
+        return 0.0
+    text = head.decode() if isinstance(head, bytes) else head
+    try:
+        ms = uuid.UUID(parse_entry(text)[1]).int >> 80
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - ms) / 1000.0)
+
+
 @dataclass(frozen=True)
 class Pace:
     """The numbers release.lua needs for one sender."""
@@ -85,6 +98,30 @@ class Pace:
         )
 
 
+@dataclass(frozen=True)
+class Tier:
+    """A portfolio's daily unique-recipient limit (Meta's messaging tier)."""
+
+    portfolio: str
+    limit: int
+    marketing_share: float = 0.8
+
+    @classmethod
+    def for_sender(cls, s: SenderConfig) -> Tier | None:
+        if s.daily_unique_limit is None:
+            return None
+        return cls(s.portfolio or s.waba_id, s.daily_unique_limit, s.marketing_share)
+
+    def key(self, now: float) -> str:
+        day = time.strftime("%Y%m%d", time.gmtime(now / 1000))
+        return f"wn:tier:{{{self.portfolio}}}:{day}"
+
+    def args(self, now: float) -> list[Any]:
+        day_end = (int(now // 86_400_000) + 1) * 86_400_000
+        mkt = max(0, int(self.limit * self.marketing_share))
+        return [self.key(now), self.limit, mkt, day_end]
+
+
 @dataclass
 class Released:
     entries: list[str]
@@ -113,7 +150,9 @@ class Lanes:
             return []
         return [bool(x) for x in self.r.smismember(prefix(sender) + "ids", job_ids)]
 
-    def depths(self, sender: str) -> dict[str, int]:
+    def depths(self, sender: str) -> dict[str, Any]:
+        """Queue depth per lane, held and inflight counts, and how long the oldest job in
+        each lane has waited (job ids are time-ordered UUIDs, so no extra state is kept)."""
         p = prefix(sender)
         pipe = self.r.pipeline(transaction=False)
         for lane in ("o", "t", "m"):
@@ -121,7 +160,10 @@ class Lanes:
         pipe.zcard(p + "delay")
         pipe.zcard(p + "inflight")
         pipe.exists(p + "owner")
-        o, t, m, d, i, owner = pipe.execute()
+        for lane in ("o", "t", "m"):
+            pipe.lindex(p + "q:" + lane, 0)
+        o, t, m, d, i, owner, ho, ht, hm = pipe.execute()
+        now = now_ms()
         return {
             "otp": o,
             "transactional": t,
@@ -129,6 +171,11 @@ class Lanes:
             "held": d,
             "inflight": i,
             "owned": int(owner),
+            "wait_s": {
+                "otp": _age_s(ho, now),
+                "transactional": _age_s(ht, now),
+                "marketing": _age_s(hm, now),
+            },
         }
 
     def needs_dispatch(self, sender: str) -> str | None:
@@ -177,9 +224,16 @@ class AsyncLanes:
         return bool(await self._claim(args=[prefix(sender), token, ttl_ms]))
 
     async def release(
-        self, sender: str, pace: Pace, max_n: int, lease_ms: int, horizon_ms: float = 0.0
+        self,
+        sender: str,
+        pace: Pace,
+        max_n: int,
+        lease_ms: int,
+        horizon_ms: float = 0.0,
+        tier: Tier | None = None,
     ) -> Released:
         """Release what may be sent now, or reserve slots up to ``horizon_ms`` ahead."""
+        t = tier.args(now_ms()) if tier is not None else ["", 0, 0, 0]
         res: list[Any] = await self._release(
             args=[
                 prefix(sender),
@@ -192,6 +246,7 @@ class AsyncLanes:
                 f"{pace.pair_burst_ms:.3f}",
                 MARKETING_WEIGHT,
                 f"{horizon_ms:.3f}",
+                *t,
             ]
         )
         wait, depth, nd = float(res[0]), int(res[1]), float(res[2])

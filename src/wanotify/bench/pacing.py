@@ -312,34 +312,56 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 
 def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int = 1000,
         backlog_s: float = 8.0, workers: int = 4, otp_rate: float = 5.0, baseline: bool = True,
-        baseline_timeout: float = 45.0) -> list[tuple[RunResult, RunResult | None]]:
-    import os
+        baseline_timeout: float = 45.0) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
+    """Two phases in one run: many numbers at ``slow_mps``, then one number at ``fast_mps``.
 
-    senders = make_senders(slow_senders, slow_mps, fast_mps)
-    console.print(f"[bold]bench pacing[/bold]: {slow_senders}×{slow_mps} mps"
-                  + (f" + 1×{fast_mps} mps" if fast_mps else "")
-                  + f", backlog {backlog_s:.0f}s per sender, {workers} workers, OTP {otp_rate}/s, "
-                  f"{os.cpu_count()} cores")
-    results: list[tuple[RunResult, RunResult | None]] = []
-    for i in range(runs):
-        backlog = make_backlog(senders, backlog_s, seed=i)
-        with bench_env("pacing", senders) as env:
-            _, sb_url = start_sandbox(env)
-            ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate, timeout=backlog_s * 6 + 60)
-            base = None
-            if baseline:
-                base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
-        results.append((ours, base))
-        console.print(f"run {i + 1}/{runs} done")
-    print_table(results)
-    return results
+    The phases are separate because 10×80 + 1,000 mps is more than this 2-core machine can
+    serve with the sandbox, Postgres and Redis on it; Meta's limits are per number, so each
+    phase tests the same thing at its own rate.
+    """
+    phases: list[tuple[str, list[dict[str, Any]]]] = []
+    if slow_senders:
+        phases.append((f"{slow_senders}×{slow_mps} mps", make_senders(slow_senders, slow_mps, 0)))
+    if fast_mps:
+        phases.append((f"1×{fast_mps} mps", make_senders(0, slow_mps, fast_mps)))
+    console.print(f"[bold]bench pacing[/bold]: phases {', '.join(n for n, _ in phases)}; backlog "
+                  f"{backlog_s:.0f}s per sender; {workers} worker processes; OTP {otp_rate}/s; "
+                  f"{runs} run(s); {os.cpu_count()} cores")
+    out: dict[str, list[tuple[RunResult, RunResult | None]]] = {}
+    for name, senders in phases:
+        results: list[tuple[RunResult, RunResult | None]] = []
+        for i in range(runs):
+            backlog = make_backlog(senders, backlog_s, seed=i)
+            with bench_env("pacing", senders) as env:
+                _, sb_url = start_sandbox(env)
+                ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
+                                    timeout=backlog_s * 6 + 60)
+                base = None
+                if baseline:
+                    base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
+            results.append((ours, base))
+            console.print(f"{name}: run {i + 1}/{runs} done")
+        out[name] = results
+    for name, results in out.items():
+        print_table(results, name)
+    return out
+
+
+def _worst_util(r: RunResult) -> float | None:
+    vals = [v for v in (r.util_slow_min, r.util_fast) if v is not None]
+    return min(vals) * 100 if vals else None
+
+
+def _mean_util(r: RunResult) -> float | None:
+    vals = [v for v in (r.util_slow_mean, r.util_fast) if v is not None]
+    return sum(vals) / len(vals) * 100 if vals else None
 
 
 def _fmt(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "—" if v is None else f"{v:{spec}}{suffix}"
 
 
-def print_table(results: list[tuple[RunResult, RunResult | None]]) -> None:
+def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = "") -> None:
     def col(pick: Any, which: int) -> float | None:
         vals = [pick(r[which]) for r in results if r[which] is not None]
         return median(vals)
@@ -348,19 +370,18 @@ def print_table(results: list[tuple[RunResult, RunResult | None]]) -> None:
         ("jobs (marketing backlog)", lambda r: r.jobs, ".0f"),
         ("messages accepted at the sandbox", lambda r: r.sent, ".0f"),
         ("seconds from first to last send", lambda r: r.seconds, ".1f"),
-        ("1-s windows over the limit", lambda r: r.fixed_violations, ".0f"),
+        ("violations: 1-s windows over the limit", lambda r: r.fixed_violations, ".0f"),
         ("busiest sliding 1 s, % of limit", lambda r: r.worst_sliding_pct, ".1f"),
         ("130429 answers (number rate)", lambda r: r.r130429, ".0f"),
         ("131056 answers (pair rate)", lambda r: r.r131056, ".0f"),
         ("pair-limit violations", lambda r: r.pair_violations, ".0f"),
-        ("utilisation 80 mps senders, min", lambda r: None if r.util_slow_min is None else r.util_slow_min * 100, ".1f"),
-        ("utilisation 80 mps senders, mean", lambda r: None if r.util_slow_mean is None else r.util_slow_mean * 100, ".1f"),
-        ("utilisation 1,000 mps sender", lambda r: None if r.util_fast is None else r.util_fast * 100, ".1f"),
+        ("utilisation %, worst number", lambda r: _worst_util(r), ".1f"),
+        ("utilisation %, mean", lambda r: _mean_util(r), ".1f"),
         ("OTP enqueue → sandbox p50 (ms)", lambda r: r.otp_p50_ms, ".0f"),
         ("OTP enqueue → sandbox p99 (ms)", lambda r: r.otp_p99_ms, ".0f"),
         ("CPU s per 1,000 messages", lambda r: r.cpu_per_1000, ".2f"),
     ]
-    t = Table(title=f"bench pacing (median of {len(results)} run{'s' if len(results) > 1 else ''})")
+    t = Table(title=f"bench pacing {phase} (median of {len(results)} run{'s' if len(results) > 1 else ''})")
     t.add_column("metric")
     t.add_column("wanotify", justify="right")
     has_base = any(b is not None for _, b in results)

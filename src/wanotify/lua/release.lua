@@ -12,8 +12,12 @@
 -- owner fires each at its time. Pair limits are checked at the slot time.
 -- Released entries move to the inflight set with a lease; the caller acks them when done.
 -- Entries are "lane|job_id|recipient"; a leading '!' marks a reserved pair slot.
+-- The portfolio's daily unique-recipient tier: a recipient first messaged today counts once;
+-- marketing to a new recipient waits (held until the next UTC day) when the tier, or the
+-- share of it marketing may use, is spent; OTP and transactional still go (and count).
 -- ARGV: prefix, now_ms, max_n, interval_ms, burst_ms, lease_ms, pair_interval_ms,
---       pair_burst_ms, wmkt, horizon_ms
+--       pair_burst_ms, wmkt, horizon_ms, tier_key ('' = unlimited), tier_limit,
+--       marketing_limit, day_end_ms
 -- Returns: {wait_ms, depth, next_due_ms or -1, slot_1, entry_1, slot_2, entry_2, ...}
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -25,6 +29,26 @@ local pint = tonumber(ARGV[7])
 local pburst = tonumber(ARGV[8])
 local wmkt = tonumber(ARGV[9])
 local horizon = tonumber(ARGV[10] or '0')
+local tier_key = ARGV[11] or ''
+local tier_limit = tonumber(ARGV[12] or '0')
+local mkt_limit = tonumber(ARGV[13] or '0')
+local day_end = tonumber(ARGV[14] or '0')
+local tier_holds = 0
+
+-- true when the entry may go today (and counts it), false when marketing must wait
+local function tier_allows(lane, rcpt)
+  if tier_key == '' then return true end
+  if redis.call('SISMEMBER', tier_key, rcpt) == 1 then return true end
+  if lane == 'm' then
+    if redis.call('SCARD', tier_key) >= tier_limit then return false end
+    if redis.call('SCARD', tier_key .. ':m') >= mkt_limit then return false end
+    redis.call('SADD', tier_key .. ':m', rcpt)
+  end
+  redis.call('SADD', tier_key, rcpt)
+  redis.call('PEXPIREAT', tier_key, math.floor(day_end + 3600000))
+  redis.call('PEXPIREAT', tier_key .. ':m', math.floor(day_end + 3600000))
+  return true
+end
 
 local function lane_of(e)
   if string.sub(e, 1, 1) == '!' then return string.sub(e, 2, 2) end
@@ -79,11 +103,17 @@ while #out < maxn and held < 500 do
     end
   end
   local ok = true
+  local reserved = string.sub(e, 1, 1) == '!'
   local body = e
-  if string.sub(e, 1, 1) == '!' then
-    body = string.sub(e, 2)
-  else
-    local rcpt = string.match(body, '|([^|]*)$')
+  if reserved then body = string.sub(e, 2) end
+  local rcpt = string.match(body, '|([^|]*)$')
+  if not tier_allows(string.sub(body, 1, 1), rcpt) then
+    -- the day's budget is spent: marketing to a new recipient waits for the next day
+    ok = false
+    held = held + 1
+    tier_holds = tier_holds + 1
+    redis.call('ZADD', p .. 'delay', day_end + tier_holds * 0.001, body)
+  elseif not reserved then
     local pk = p .. 'p:' .. rcpt
     local ptat = tonumber(redis.call('GET', pk) or '0')
     if ptat < slot then ptat = slot end

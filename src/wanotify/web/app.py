@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wanotify import __version__
 from wanotify.config import Settings, get_settings
 from wanotify.errors import IdempotencyConflict, InvalidJob
-from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS
+from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS, register_collectors
 from wanotify.webhook_parse import verify_signature
 
 log = logging.getLogger("wanotify.web")
@@ -75,6 +75,7 @@ async def _json_body(request: Request, limit: int) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    register_collectors()
     app = FastAPI(
         title="wanotify",
         version=__version__,
