@@ -247,8 +247,8 @@ def bench_pacing(
     """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
     from wanotify.bench.pacing import run
 
-    if runs < 1 or senders < 1 or mps < 1 or workers < 1:
-        _fail("runs, senders, mps and workers must be at least 1")
+    if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0):
+        _fail("runs, mps and workers must be at least 1, and some senders are needed")
     run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=fast_mps, backlog_s=backlog_seconds,
         workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
 

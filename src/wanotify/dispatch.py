@@ -100,7 +100,8 @@ class Pacer:
                 self.sent.popleft()
             if len(self.sent) < self.cap:
                 self.sent.append(now)
-                self.planned = max(planned, now - self.interval_ms)
+                # A late timer may be caught up by one interval, or 5 ms at high rates.
+                self.planned = max(planned, now - max(self.interval_ms, 5.0))
                 return
             # The hard cap: never more than `cap` sends in any sliding second.
             await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))

@@ -205,11 +205,6 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     from wanotify.intake import notify, notify_many
     from wanotify.procs import wait_worker
 
-    with console.status(f"wanotify: enqueueing {len(backlog)} marketing jobs"):
-        for k in range(0, len(backlog), 1000):
-            for r in notify_many(backlog[k : k + 1000]):
-                if not hasattr(r, "id"):
-                    raise RuntimeError(f"bench job refused: {r}")
     procs = []
     for i in range(workers):
         node = f"bench{i}-{uuid.uuid4().hex[:4]}"
@@ -217,7 +212,13 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     for p in procs:
         wait_worker(env.redis_url, p, timeout=60, node=p.args[-1].split("@")[0])
     broker = server_pid(int(env.redis_url.split(":")[-1].split("/")[0]))
+    # CPU is counted from here: the workers are up, the backlog arrives now.
     meter = CpuMeter([p.pid for p in procs] + ([broker] if broker else []))
+    with console.status(f"wanotify: enqueueing {len(backlog)} marketing jobs"):
+        for k in range(0, len(backlog), 1000):
+            for r in notify_many(backlog[k : k + 1000]):
+                if not hasattr(r, "id"):
+                    raise RuntimeError(f"bench job refused: {r}")
     enqueued: dict[str, float] = {}
     stop = threading.Event()
 
@@ -260,6 +261,7 @@ def _otp_done(job_id: str) -> bool:
 def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float) -> RunResult:
     import httpx
+    import redis
     from celery import Celery
 
     from wanotify.intake import prepare
@@ -267,20 +269,21 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 
     producer = Celery("baseline_producer", broker=env.redis_url)
     producer.conf.task_serializer = "json"
-    with console.status(f"baseline: enqueueing {len(backlog)} tasks"):
-        with producer.producer_or_acquire() as prod:
-            for job in backlog:
-                p = prepare(job)
-                producer.send_task(f"baseline.send.{p.sender}", args=[p.payload], queue="baseline",
-                                   producer=prod)
     before = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
     procs = []
     for i in range(workers):
         node = f"baseline{i}-{uuid.uuid4().hex[:4]}"
         procs.append(env.start(f"baseline{i}", ["bench", "baseline-worker", "--name", node]))
-        wait_worker(env.redis_url, procs[-1], timeout=60, node=node)
+    for p in procs:
+        wait_worker(env.redis_url, p, timeout=60, node=p.args[-1])
     broker = server_pid(int(env.redis_url.split(":")[-1].split("/")[0]))
     meter = CpuMeter([p.pid for p in procs] + ([broker] if broker else []))
+    with console.status(f"baseline: enqueueing {len(backlog)} tasks"):
+        with producer.producer_or_acquire() as prod:
+            for job in backlog:
+                pj = prepare(job)
+                producer.send_task(f"baseline.send.{pj.sender}", args=[pj.payload], queue="baseline",
+                                   producer=prod)
     enqueued: dict[str, float] = {}
     stop = threading.Event()
 
@@ -293,20 +296,34 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     t.start()
     total = len(backlog)
 
-    def done() -> bool:
-        n = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"]) - before
-        return n >= total
+    rds = redis.Redis.from_url(env.redis_url)
+    last = {"seq": -1, "at": time.monotonic()}
 
+    def quiet() -> bool:
+        """Nothing new at the sandbox for 2 s (rate_limit keeps consumed tasks waiting
+        inside the workers after the queue itself is empty)."""
+        seq = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+        if seq != last["seq"]:
+            last["seq"], last["at"] = seq, time.monotonic()
+            return False
+        return time.monotonic() - last["at"] > 2.0
+
+    started = time.monotonic()
     with console.status(f"baseline: draining (bounded at {timeout:.0f}s)"):
-        ok = wait_until(done, timeout)
+        ok = wait_until(lambda: rds.llen("baseline") == 0, timeout)
         stop.set()
         t.join()
+        ok = wait_until(quiet, max(5.0, timeout - (time.monotonic() - started))) and ok
     cpu = meter.used()
     env.stop(procs)
     log = [m for m in sandbox_log(sb_url, after=before)]
     res = analyse("celery rate_limit", log, senders, len(backlog), dict(enqueued), cpu)
     if not ok:
         res.notes.append(f"stopped after {timeout:.0f}s with {res.sent} of {total} sent")
+    if res.sent < total:
+        res.notes.append(f"{total - res.sent} of {total} messages never accepted (refused, not retried)")
+    if res.otp_count < len(enqueued):
+        res.notes.append(f"{len(enqueued) - res.otp_count} of {len(enqueued)} OTPs not delivered")
     return res
 
 
