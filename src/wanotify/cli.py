@@ -257,11 +257,12 @@ def bench_pacing(
 def bench_baseline_worker(
     name: Annotated[str, typer.Option(help="Celery node name.")] = "baseline@%h",
     concurrency: Annotated[int, typer.Option(help="Threads.")] = 8,
+    queue: Annotated[str, typer.Option(help="Queue to consume at start.")] = "baseline",
 ) -> None:
     """The textbook baseline's worker (one task per message, Celery rate_limit)."""
     from wanotify.bench.baseline import app as baseline_app
 
-    baseline_app.worker_main(["worker", "-Q", "baseline", "--pool", "threads", "--concurrency",
+    baseline_app.worker_main(["worker", "-Q", queue, "--pool", "threads", "--concurrency",
                               str(concurrency), "-n", name if "@" in name else f"{name}@%h",
                               "--loglevel", "WARNING"])
 
