@@ -478,7 +478,9 @@ def test_push_kick_semantics(r: redis.Redis, clock: Clock) -> None:
     assert free_push is True
     assert r.get(P + "kick") == b"m"
     d = lanes.depths(S)
+    wait = d.pop("wait_s")
     assert d == {"otp": 1, "transactional": 2, "marketing": 1, "held": 0, "inflight": 0, "owned": 0}
+    assert wait == {"otp": 0.0, "transactional": 0.0, "marketing": 0.0}  # ids here are not uuid7
 
 
 def test_claim_and_finish_ownership(r: redis.Redis, clock: Clock) -> None:
@@ -676,3 +678,16 @@ def test_daily_tier_marketing_share_and_repeat_recipients(r: redis.Redis, clock:
     # recipient 2 is new and over the share: its messages wait.
     assert got == ["m0", "m1", "m3", "m4"]
     assert sorted(parse_entry(e.decode())[1] for e in r.zrange(P + "delay", 0, -1)) == ["m2", "m5"]
+
+
+def test_depths_report_the_wait_of_the_oldest_job(r: redis.Redis, clock: Clock) -> None:
+    from wanotify.ids import uuid7
+
+    lanes = Lanes(r)
+    job = str(uuid7())
+    lanes.push(S, "otp", [entry("otp", job, A)])
+    clock.advance(2500)
+    d = lanes.depths(S)
+    assert d["otp"] == 1
+    assert 2.4 <= d["wait_s"]["otp"] <= 2.7
+    assert d["wait_s"]["marketing"] == 0.0

@@ -47,7 +47,13 @@ def dispatch_task(sender: str) -> dict[str, Any]:
     stats = rt.run(rt.dispatcher.drain(settings.sender_map[sender]))
     if stats.owned:
         if stats.depth_left > 0:
-            kick(sender, "transactional")
+            # Hand the number on, on the queue of its most urgent waiting work.
+            from wanotify.intake import get_redis
+            from wanotify.throttle import Lanes
+
+            d = Lanes(get_redis()).depths(sender)
+            kind = next((k for k in ("otp", "transactional", "marketing") if d[k]), "transactional")
+            kick(sender, kind)
         elif stats.next_due_ms is not None:
             import time
 
