@@ -223,21 +223,22 @@ def _write_statuses(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
         },
     ).all()
     report.new_events += len(inserted)
-    apply_rows = [
-        {
-            "nid": r.notification_id,
-            "status": r.status,
-            "at": r.at,
-            "code": r.error_code,
-            "title": r.error_title,
-            "wamid": r.provider_message_id,
-        }
-        for r in inserted
-        if r.notification_id is not None
-    ]
+    apply_rows = [_event_params(r) for r in inserted if r.notification_id is not None]
     report.unmatched += len(inserted) - len(apply_rows)
     _apply(s, apply_rows)
     report.applied += len(apply_rows)
+
+
+def _event_params(r: Any) -> dict[str, Any]:
+    """APPLY_SQL's parameters from a status_events row."""
+    return {
+        "nid": r.notification_id,
+        "status": r.status,
+        "at": r.at,
+        "code": r.error_code,
+        "title": r.error_title,
+        "wamid": r.provider_message_id,
+    }
 
 
 def _apply(s: Session, rows: list[dict[str, Any]]) -> None:
@@ -260,20 +261,7 @@ def apply_pending_for_wamids(s: Session, wamids: list[str]) -> int:
         ),
         {"w": wamids},
     ).all()
-    _apply(
-        s,
-        [
-            {
-                "nid": r.notification_id,
-                "status": r.status,
-                "at": r.at,
-                "code": r.error_code,
-                "title": r.error_title,
-                "wamid": r.provider_message_id,
-            }
-            for r in rows
-        ],
-    )
+    _apply(s, [_event_params(r) for r in rows])
     return len(rows)
 
 
