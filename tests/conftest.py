@@ -29,6 +29,7 @@ TEST_ENV = {
     "WANOTIFY_BROKER_VISIBILITY_TIMEOUT_S": "15",
     "WANOTIFY_SANDBOX_WEBHOOK_DELAY_MS": "40",
     "WANOTIFY_DISPATCH_SLICE_S": "3",
+    "WANOTIFY_OTP_DELIVERY_DEADLINE_S": "3",
 }
 for _k, _v in TEST_ENV.items():
     os.environ[_k] = _v
@@ -130,6 +131,32 @@ def redis_client(services: dict[str, str]) -> Any:
     return _redis.Redis.from_url(services["redis_url"])
 
 
+class Mailbox:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        from wanotify.procs import free_port
+
+        self.messages: list[Any] = []
+        self.port = free_port()
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                import email
+
+                outer.messages.append(email.message_from_bytes(envelope.content))
+                return "250 Message accepted for delivery"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
 @dataclass
 class Stack:
     web_url: str
@@ -137,6 +164,7 @@ class Stack:
     env: dict[str, str]
     procs: dict[str, Any]
     logdir: Path
+    mailbox: Any = None
 
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.web_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15)
@@ -163,11 +191,14 @@ def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
 
     logdir = tmp_path_factory.mktemp("logs")
     web_port, sb_port = free_port(), free_port()
+    mailbox = Mailbox()
     os.environ["WANOTIFY_GRAPH_API_URL"] = f"http://127.0.0.1:{sb_port}"
+    os.environ["WANOTIFY_SMS_URL"] = f"http://ACtest0000:sms-token@127.0.0.1:{sb_port}"
+    os.environ["WANOTIFY_SMTP_URL"] = f"smtp://127.0.0.1:{mailbox.port}"
     reset_settings()
     env = dict(os.environ)
     procs: dict[str, Any] = {}
-    st = Stack(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sb_port}", env, procs, logdir)
+    st = Stack(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{sb_port}", env, procs, logdir, mailbox)
     try:
         procs["sandbox"] = Proc("sandbox", ["sandbox", "--port", str(sb_port), "--webhook-url",
                                             f"http://127.0.0.1:{web_port}/webhooks/whatsapp"], env,
@@ -180,6 +211,7 @@ def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     finally:
         for p in list(procs.values()):
             p.stop()
+        mailbox.stop()
         print(f"\nprocess logs: {logdir}")
 
 

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     email_from: str = "notifications@wanotify.local"
     quiet_hours: str = "21:00-09:00"
+    otp_delivery_deadline_s: float = Field(default=30.0, gt=0)
 
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)

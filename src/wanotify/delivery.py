@@ -25,6 +25,7 @@ class ClaimedJob:
     to_number: str
     payload: dict[str, Any]
     attempt_count: int
+    has_fallback: bool = False
 
 
 @dataclass
@@ -46,11 +47,13 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
         return Decision("throttle", max(1.0, result.retry_after or 1.0), status="queued")
     if policy.action == "retry":
         if job.attempt_count >= schedule.max_attempts:
-            return Decision("fail", status="failed")
+            # Retries exhausted: the next channel, if the job has one.
+            return Decision("fallback" if job.has_fallback else "fail", status="failed")
         return Decision(
             "retry", schedule.delay(job.attempt_count, result.retry_after), status="queued"
         )
-    # Fallback channels arrive with the failures issue; until then an undeliverable job fails.
+    if policy.action == "fallback" and job.has_fallback:
+        return Decision("fallback", status="failed")
     return Decision("fail", status="failed")
 
 
@@ -71,11 +74,11 @@ WITH ex AS (
     AND (expires_at IS NULL OR expires_at >= now())
     AND (status = 'queued'
          OR (status = 'sending' AND claimed_at < now() - make_interval(secs => %(lease)s)))
-  RETURNING id, kind, sender, to_number, payload, attempt_count
+  RETURNING id, kind, sender, to_number, payload, attempt_count, fallback IS NOT NULL AS has_fallback
 )
-SELECT id, kind, sender, to_number, payload, attempt_count FROM cl
+SELECT id, kind, sender, to_number, payload, attempt_count, has_fallback FROM cl
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL FROM ex
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM ex
 """
 
 
@@ -91,7 +94,7 @@ def claim(ids: list[uuid.UUID], token: str, lease_s: float) -> tuple[list[Claime
         return [], []
     with connection_scope() as conn:
         rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": ids, "tok": token, "lease": lease_s}).all()
-    jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows if r[1] is not None]
+    jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows if r[1] is not None]
     expired = [r[0] for r in rows if r[1] is None]
     return jobs, expired
 
@@ -120,19 +123,19 @@ WITH v AS (
                              at, error_code, error_title, applied)
   SELECT id, wamid, 'worker:' || id::text || ':' || attempt::text || ':' || action,
          CASE action WHEN 'done' THEN 'accepted' ELSE 'failed' END, 'worker', now(), code, msg, true
-  FROM v WHERE action IN ('done', 'fail')
+  FROM v WHERE action IN ('done', 'fail', 'fallback')
   ON CONFLICT (dedupe_key) DO NOTHING
 ), u AS (
   UPDATE notifications n SET
-    status = CASE v.action
-      WHEN 'done' THEN CASE WHEN {_RANK} < 2 THEN 'accepted' ELSE n.status END
-      WHEN 'fail' THEN CASE WHEN {_RANK} < 4 THEN 'failed' ELSE n.status END
+    status = CASE
+      WHEN v.action = 'done' THEN CASE WHEN {_RANK} < 2 THEN 'accepted' ELSE n.status END
+      WHEN v.action IN ('fail', 'fallback') THEN CASE WHEN {_RANK} < 4 THEN 'failed' ELSE n.status END
       ELSE CASE WHEN n.status = 'sending' THEN 'queued' ELSE n.status END END,
     wamid = COALESCE(v.wamid, n.wamid),
     accepted_at = CASE WHEN v.action = 'done' THEN COALESCE(n.accepted_at, now()) ELSE n.accepted_at END,
-    error_code = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN v.code ELSE n.error_code END,
-    error_message = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN v.msg ELSE n.error_message END,
-    finished_at = CASE WHEN v.action = 'fail' AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
+    error_code = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN v.code ELSE n.error_code END,
+    error_message = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN v.msg ELSE n.error_message END,
+    finished_at = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
     attempt_count = n.attempt_count
       - CASE WHEN v.action = 'throttle' AND n.status = 'sending' THEN 1 ELSE 0 END,
     claim_token = NULL, updated_at = now()
@@ -166,6 +169,11 @@ def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
     params["wamids"] = wamids
     with connection_scope() as conn:
         early = conn.exec_driver_sql(RECORD_SQL, params).scalar_one()
+    fall = [o.job.id for o in outcomes if o.decision.action == "fallback"]
+    if fall:
+        from wanotify.fallback import trigger
+
+        trigger(fall, "whatsapp undeliverable or retries exhausted")
     if early:
         from wanotify.ingest import apply_pending_for_wamids
 

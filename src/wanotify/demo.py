@@ -58,8 +58,10 @@ def build_jobs(otp: int, orders: int, reminders: int, seed: int = 7) -> list[dic
 
     for i in range(otp):
         n += 1
-        jobs.append({"to": _number(n, rng), "template": "otp_code", "language": "en", "kind": "otp",
+        to = _number(n, rng)
+        jobs.append({"to": to, "template": "otp_code", "language": "en", "kind": "otp",
                      "params": {"body": [f"{rng.randrange(10**6):06d}"]},
+                     "fallback": {"sms_to": to},
                      "idempotency_key": f"demo-{run}-otp-{i}"})
     for i in range(orders):
         n += 1
@@ -116,6 +118,8 @@ def _run(urls: Any, api_key: str, workdir: Path, otp: int, orders: int, reminder
     sb_port = free_port(8900)
     env = dict(os.environ)
     env["WANOTIFY_GRAPH_API_URL"] = f"http://127.0.0.1:{sb_port}"
+    # OTPs fall back to SMS through the sandbox's SMS provider unless one is configured.
+    env.setdefault("WANOTIFY_SMS_URL", f"http://ACdemo0000000000:demo-sms-token@127.0.0.1:{sb_port}")
     env.setdefault("WANOTIFY_LOG_LEVEL", "INFO")
     os.environ["WANOTIFY_GRAPH_API_URL"] = env["WANOTIFY_GRAPH_API_URL"]
     reset_settings()

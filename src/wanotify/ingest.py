@@ -70,6 +70,7 @@ class IngestReport:
     messages: int = 0
     template_events: int = 0
     problems: list[str] = field(default_factory=list)
+    fallback_ids: list[uuid.UUID] = field(default_factory=list)  # failed jobs with a fallback
 
 
 def _as_uuid(value: str | None) -> uuid.UUID | None:
@@ -227,6 +228,17 @@ def _write_statuses(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
     report.unmatched += len(inserted) - len(apply_rows)
     _apply(s, apply_rows)
     report.applied += len(apply_rows)
+    failed = [r["nid"] for r in apply_rows if r["status"] == "failed"]
+    if failed:
+        report.fallback_ids += list(
+            s.execute(
+                text(
+                    "SELECT id FROM notifications WHERE id = ANY(:ids) AND status = 'failed'"
+                    " AND fallback IS NOT NULL AND fallback_state IS NULL"
+                ),
+                {"ids": failed},
+            ).scalars()
+        )
 
 
 def _event_params(r: Any) -> dict[str, Any]:

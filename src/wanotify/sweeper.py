@@ -49,7 +49,14 @@ def sweep(force: bool = False) -> dict[str, int]:
     for inbox_id in pending:
         celery_app.send_task("wanotify.ingest", args=[inbox_id], queue="ingest")
     reconciled = reconcile_unmatched()
-    out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "reconciled": reconciled}
+    from wanotify.fallback import due_for_deadline, stale_running, trigger
+
+    late = due_for_deadline(settings.otp_delivery_deadline_s)
+    trigger(late, "not delivered within the deadline")
+    again = stale_running(settings.lease_s)
+    trigger(again, "fallback runner lost")
+    out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "reconciled": reconciled,
+           "fallback_deadline": len(late), "fallback_retried": len(again)}
     if any(out.values()):
         log.info("sweep", extra=out)
     return out

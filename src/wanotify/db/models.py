@@ -65,6 +65,7 @@ class Notification(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     wamid: Mapped[str | None] = mapped_column(String(128), index=True)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted
     claim_token: Mapped[str | None] = mapped_column(String(40))
     claimed_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
@@ -76,6 +77,13 @@ class Notification(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
+        Index(
+            "ix_notifications_fallback_due",
+            "accepted_at",
+            postgresql_where=text(
+                "fallback IS NOT NULL AND fallback_state IS NULL AND status IN ('accepted', 'sent')"
+            ),
+        ),
         Index(
             "ix_notifications_open",
             "status",
@@ -180,3 +188,16 @@ class RejectedJob(Base):
     body: Mapped[str] = mapped_column(Text)
     errors: Mapped[dict[str, Any]] = mapped_column(JSONB)
     received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class DeadLetter(Base):
+    """A job that exhausted every channel, with its full history; replayable once."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)
+    reason: Mapped[str] = mapped_column(Text)
+    history: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    replayed_at: Mapped[datetime | None] = mapped_column(TS)

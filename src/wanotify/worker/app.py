@@ -24,6 +24,7 @@ def make_app() -> Celery:
             "wanotify.notify": {"queue": "notify"},
             "wanotify.ingest": {"queue": "ingest"},
             "wanotify.sweep": {"queue": "ingest"},
+            "wanotify.fallback": {"queue": "fallback"},
         },
         task_serializer="json",
         accept_content=["json"],

@@ -81,7 +81,24 @@ def ingest_task(self: Task, inbox_id: int | None = None) -> dict[str, Any]:
         report = ingest_inbox([inbox_id] if inbox_id is not None else None)
     except Exception as exc:  # Postgres away: the raw body is kept; try again
         raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
+    if report.fallback_ids:
+        from wanotify.fallback import trigger
+
+        trigger(report.fallback_ids, "failed status webhook")
     return {"bodies": report.bodies, "statuses": report.statuses, "applied": report.applied}
+
+
+@celery_app.task(name="wanotify.fallback", bind=True, acks_late=True, max_retries=None)
+def fallback_task(self: Task, job_id: str, reason: str = "") -> str:
+    """Send a job's fallback (SMS, then email), once."""
+    import uuid
+
+    from wanotify.fallback import run_fallback
+
+    try:
+        return run_fallback(uuid.UUID(job_id), reason)
+    except Exception as exc:  # Postgres away: the job's fallback is still ours to do
+        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
 
 
 @celery_app.task(name="wanotify.sweep", ignore_result=True)
