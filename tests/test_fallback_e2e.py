@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -87,6 +89,21 @@ def test_every_channel_failing_lands_in_dead_letters(stack: Stack, db: Any) -> N
     reason, history = _dead(db, job)
     assert "every channel failed" in reason
     assert [a["channel"] for a in history["attempts"]] == ["whatsapp", "sms"]
+
+    # Ops see it, and replay it once (the SMS provider works again now).
+    listed = subprocess.run([sys.executable, "-m", "wanotify", "dlq", "list", "--json"], capture_output=True,
+                            text=True, env=stack.env, timeout=60)
+    assert listed.returncode == 0 and job in listed.stdout
+    with stack.api() as api:
+        shown = api.get(f"/v1/dead-letters/{job}").json()
+        assert shown["reason"] == reason and len(shown["history"]["attempts"]) == 2
+        assert api.post(f"/v1/dead-letters/{job}:replay").status_code == 202
+        again = api.post(f"/v1/dead-letters/{job}:replay")
+        assert again.status_code == 409 and "already replayed" in again.json()["error"]["message"]
+    wait_for(lambda: statuses(db, [job])[job] == "fallback_sms", timeout=30, what="replayed job falls back to SMS")
+    cli_again = subprocess.run([sys.executable, "-m", "wanotify", "dlq", "replay", job], capture_output=True,
+                               text=True, env=stack.env, timeout=60)
+    assert cli_again.returncode == 1 and "already replayed" in cli_again.stderr
 
 
 def _dead(db: Any, job: str) -> Any:

@@ -228,6 +228,67 @@ def demo(
     raise typer.Exit(code)
 
 
+dlq_app = typer.Typer(help="Dead letters: jobs that exhausted every channel.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+def _job_id(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        _fail(f"{value!r} is not a notification id")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
+    all_: Annotated[bool, typer.Option("--all", help="Include replayed ones.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List dead letters."""
+    from wanotify.dlq import list_dead
+
+    _settings()
+    rows = list_dead(limit, all_)
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    t = Table(title=f"dead letters ({len(rows)})")
+    for col in ("id", "kind", "template", "to", "status", "reason", "created", "replayed"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["id"], r["kind"], r["template"] or "", r["to"], r["status"], r["reason"],
+                  r["created_at"][:19], (r["replayed_at"] or "")[:19])
+    console.print(t)
+
+
+@dlq_app.command("show")
+def dlq_show(notification_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+    """A dead letter with its full history."""
+    from wanotify.dlq import show
+
+    _settings()
+    got = show(_job_id(notification_id))
+    if got is None:
+        _fail(f"no dead letter {notification_id}", 1)
+    console.print_json(json.dumps(got, default=str))
+
+
+@dlq_app.command("replay")
+def dlq_replay(notification_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+    """Put a dead-lettered job back in its queue (once)."""
+    from wanotify.dlq import ReplayRefused, replay
+
+    _settings()
+    try:
+        out = replay(_job_id(notification_id))
+    except ReplayRefused as exc:
+        _fail(str(exc), 1)
+    console.print(f"{out['id']} {out['status']}")
+
+
 bench_app = typer.Typer(help="Benchmarks, measured through the public surface.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

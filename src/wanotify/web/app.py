@@ -158,6 +158,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(404, "not_found", f"no notification {job_id}", [{"field": "id", "reason": "unknown"}])
         return JSONResponse(view)
 
+    # ---- dead letters ---------------------------------------------------------------
+
+    @app.get("/v1/dead-letters", tags=["dead letters"])
+    async def dead_letters(request: Request, limit: int = 100, replayed: bool = False) -> JSONResponse:
+        _authorize(request, settings)
+        from wanotify.dlq import list_dead
+
+        rows = await run_in_threadpool(list_dead, max(1, min(limit, 1000)), replayed)
+        return JSONResponse({"dead_letters": rows})
+
+    @app.get("/v1/dead-letters/{job_id}", tags=["dead letters"])
+    async def dead_letter(job_id: str, request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        from wanotify.dlq import show
+
+        got = await run_in_threadpool(show, _uuid_or_422(job_id))
+        if got is None:
+            raise ApiError(404, "not_found", f"no dead letter {job_id}", [{"field": "id", "reason": "unknown"}])
+        return JSONResponse(got)
+
+    @app.post("/v1/dead-letters/{job_id}:replay", tags=["dead letters"])
+    async def replay_dead_letter(job_id: str, request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        from wanotify.dlq import ReplayRefused, replay
+
+        try:
+            out = await run_in_threadpool(replay, _uuid_or_422(job_id))
+        except ReplayRefused as exc:
+            raise ApiError(409, "replay_refused", str(exc), [{"field": "id", "reason": str(exc)}]) from None
+        return JSONResponse(out, status_code=202)
+
     # ---- Meta's webhook ------------------------------------------------------------
 
     @app.get("/webhooks/whatsapp", tags=["webhooks"])
@@ -220,6 +251,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _uuid_or_422(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApiError(422, "invalid_id", "not a notification id",
+                       [{"field": "id", "reason": "must be a UUID"}]) from None
 
 
 def _readiness(settings: Settings) -> dict[str, str]:
