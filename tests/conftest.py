@@ -7,6 +7,7 @@ a Celery worker as separate processes, exactly as a user would.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -30,10 +31,16 @@ TEST_ENV = {
     "WANOTIFY_SANDBOX_WEBHOOK_DELAY_MS": "40",
     "WANOTIFY_DISPATCH_SLICE_S": "3",
     "WANOTIFY_OTP_DELIVERY_DEADLINE_S": "3",
+    "WANOTIFY_SENDERS": json.dumps([
+        {"name": "main", "phone_number_id": "106540352242922", "waba_id": "102290129340398",
+         "display_phone_number": "+15550100001", "access_token": "sandbox-token-main", "mps": 80},
+        {"name": "backup", "phone_number_id": "106540352242923", "waba_id": "102290129340398",
+         "display_phone_number": "+15550100002", "access_token": "sandbox-token-backup", "mps": 80},
+    ]),
 }
 for _k, _v in TEST_ENV.items():
     os.environ[_k] = _v
-for _k in ("WANOTIFY_SENDERS", "WANOTIFY_TEMPLATES", "WANOTIFY_SANDBOX_FAILURES"):
+for _k in ("WANOTIFY_TEMPLATES", "WANOTIFY_SANDBOX_FAILURES", "WANOTIFY_SMS_URL", "WANOTIFY_SMTP_URL"):
     os.environ.pop(_k, None)
 
 API_KEY = "test-key-1"

@@ -256,10 +256,16 @@ def test_decide_retry_honours_retry_after() -> None:
     assert d.action == "retry" and d.delay_s == 42.0
 
 
-@pytest.mark.parametrize("code", [100, 132000, 132001, 190, 131031])
+@pytest.mark.parametrize("code", [100, 132000, 132001, 131009])
 def test_decide_permanent_fails_at_once(code: int) -> None:
     d = decide(error_result(code), claimed(attempt=1))
     assert d.action == "fail" and d.status == "failed"
+
+
+@pytest.mark.parametrize("code", [0, 10, 190, 368, 131031, 131042, 131057, 133010])
+def test_decide_account_level_pauses_and_keeps_the_job(code: int) -> None:
+    d = decide(error_result(code), claimed(attempt=1))
+    assert d.action == "pause" and d.status == "queued"
 
 
 @pytest.mark.parametrize("code", [131026, 131047, 131049, 131050, 130472])

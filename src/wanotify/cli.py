@@ -198,12 +198,14 @@ def status(
         return
     t = Table(title="senders")
     for col in ("sender", "otp", "transactional", "marketing", "held", "inflight", "oldest wait",
-                "dispatching"):
+                "dispatching", "paused"):
         t.add_column(col, justify="right" if col != "sender" else "left")
     for name, d in data["senders"].items():
         oldest = max(d["wait_s"].values())
+        paused = d.get("paused")
         t.add_row(name, str(d["otp"]), str(d["transactional"]), str(d["marketing"]), str(d["held"]),
-                  str(d["inflight"]), f"{oldest:.1f} s", "yes" if d["owned"] else "no")
+                  str(d["inflight"]), f"{oldest:.1f} s", "yes" if d["owned"] else "no",
+                  f"{paused.get('error_code')} {paused.get('error')}" if paused else "no")
     console.print(t)
     t2 = Table(title="notifications by status")
     t2.add_column("kind")
@@ -287,6 +289,44 @@ def dlq_replay(notification_id: Annotated[str, typer.Argument(help="The job's id
     except ReplayRefused as exc:
         _fail(str(exc), 1)
     console.print(f"{out['id']} {out['status']}")
+
+
+senders_app = typer.Typer(help="Sender phone numbers: paused state.", no_args_is_help=True)
+app.add_typer(senders_app, name="senders")
+
+
+@senders_app.command("list")
+def senders_list() -> None:
+    """Configured senders, their limits and whether they are paused."""
+    from wanotify.intake import get_redis
+    from wanotify.throttle import Lanes
+
+    s = _settings()
+    lanes = Lanes(get_redis())
+    t = Table(title="senders")
+    for col in ("name", "phone_number_id", "mps", "pair", "daily tier", "paused"):
+        t.add_column(col)
+    for snd in s.sender_list:
+        p = lanes.paused(snd.name)
+        t.add_row(snd.name, snd.phone_number_id, str(snd.mps), f"{snd.pair_burst}/{snd.pair_interval_s:g}s",
+                  str(snd.daily_unique_limit or "unlimited"),
+                  f"yes: {p.get('error_code')} {p.get('error')}" if p else "no")
+    console.print(t)
+
+
+@senders_app.command("resume")
+def senders_resume(name: Annotated[str, typer.Argument(help="Sender name.")]) -> None:
+    """Resume a sender paused by an account-level error; its waiting jobs go out again."""
+    from wanotify.intake import get_redis, kick
+    from wanotify.throttle import Lanes
+
+    s = _settings()
+    if name not in s.sender_map:
+        _fail(f"unknown sender {name!r} (known: {', '.join(s.sender_map)})")
+    lanes = Lanes(get_redis())
+    was = lanes.resume(name)
+    kick(name, "otp")
+    console.print(f"{name} resumed" if was else f"{name} was not paused")
 
 
 bench_app = typer.Typer(help="Benchmarks, measured through the public surface.", no_args_is_help=True)

@@ -14,7 +14,7 @@ from wanotify.providers.whatsapp import SendResult
 from wanotify.retry import SCHEDULES, pair_backoff_s
 from wanotify.status import SQL_RANK
 
-Action = Literal["done", "retry", "throttle", "fail", "fallback"]
+Action = Literal["done", "retry", "throttle", "fail", "fallback", "pause"]
 
 
 @dataclass
@@ -39,8 +39,14 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
     """What a provider outcome means for the job (the policy table plus the retry schedule)."""
     if result.ok:
         return Decision("done", status="accepted")
+    if result.skipped:
+        return Decision("pause", 5.0, status="queued")
     policy = result.policy
     schedule = SCHEDULES[job.kind]
+    if policy.pause_sender:
+        # The account cannot send (token expired, payment, restriction): pause the number
+        # and keep the job, instead of burning through the queue.
+        return Decision("pause", 5.0, status="queued")
     if policy.action == "throttle":
         if result.error_code == 131056:
             return Decision("throttle", pair_backoff_s(throttle_count), status="queued")
@@ -112,12 +118,12 @@ RECORD_SQL = f"""
 WITH v AS (
   SELECT * FROM unnest(%(id)s::uuid[], %(action)s::text[], %(wamid)s::text[], %(code)s::int[],
                        %(msg)s::text[], %(http)s::int[], %(reqid)s::text[], %(dur)s::float8[],
-                       %(attempt)s::int[])
-    AS v(id, action, wamid, code, msg, http, reqid, dur, attempt)
+                       %(attempt)s::int[], %(called)s::bool[])
+    AS v(id, action, wamid, code, msg, http, reqid, dur, attempt, called)
 ), a AS (
   INSERT INTO attempts (notification_id, channel, provider_message_id, request_id, http_status,
                         error_code, error_message, outcome, duration_ms, at)
-  SELECT id, %(channel)s, wamid, reqid, http, code, msg, action, dur, now() FROM v
+  SELECT id, %(channel)s, wamid, reqid, http, code, msg, action, dur, now() FROM v WHERE called
 ), e AS (
   INSERT INTO status_events (notification_id, provider_message_id, dedupe_key, status, source,
                              at, error_code, error_title, applied)
@@ -137,7 +143,7 @@ WITH v AS (
     error_message = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN v.msg ELSE n.error_message END,
     finished_at = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
     attempt_count = n.attempt_count
-      - CASE WHEN v.action = 'throttle' AND n.status = 'sending' THEN 1 ELSE 0 END,
+      - CASE WHEN v.action IN ('throttle', 'pause') AND n.status = 'sending' THEN 1 ELSE 0 END,
     claim_token = NULL, updated_at = now()
   FROM v WHERE n.id = v.id
 )
@@ -163,6 +169,7 @@ def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
         "reqid": [o.result.request_id for o in outcomes],
         "dur": [round(o.result.duration_ms, 3) for o in outcomes],
         "attempt": [o.job.attempt_count for o in outcomes],
+        "called": [not o.result.skipped for o in outcomes],
         "channel": channel,
     }
     wamids = [o.result.wamid for o in outcomes if o.result.wamid]

@@ -118,6 +118,7 @@ class DrainStats:
     expired: int = 0
     skipped: int = 0
     owned: bool = True
+    paused: bool = False
     depth_left: int = 0
     next_due_ms: float | None = None
     errors: dict[int, int] = field(default_factory=dict)
@@ -129,6 +130,7 @@ class Dispatcher:
         self.client = client
         self.lanes = AsyncLanes(redis_client)
         self.pacers: dict[str, Pacer] = {}
+        self.paused: set[str] = set()  # senders this process saw paused
         self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
 
     async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
@@ -137,6 +139,11 @@ class Dispatcher:
         stats = DrainStats(sender.name)
         token = secrets.token_hex(8)
         lease_ms = int(settings.lease_s * 1000)
+        if await self.lanes.is_paused(sender.name):
+            stats.paused = True
+            self.paused.add(sender.name)
+            return stats
+        self.paused.discard(sender.name)
         if not await self.lanes.claim(sender.name, token, lease_ms):
             stats.owned = False
             return stats
@@ -176,6 +183,11 @@ class Dispatcher:
                 if now - last_renew > 1.0:
                     await self.lanes.claim(sender.name, token, lease_ms)
                     last_renew = now
+                    if await self.lanes.is_paused(sender.name):
+                        self.paused.add(sender.name)
+                if sender.name in self.paused:
+                    stats.paused = True
+                    break
                 if now >= deadline:
                     break
                 wall = now_ms()
@@ -232,7 +244,7 @@ class Dispatcher:
             d = self._decide(sender, job, res)
             outcomes.append(Outcome(job, res, d))
             e = by_id[str(job.id)]
-            if d.action in ("retry", "throttle"):
+            if d.action in ("retry", "throttle", "pause"):
                 hold.append((now_ms() + d.delay_s * 1000, e.lstrip("!")))
                 stats.requeued += 1
             else:
@@ -261,7 +273,24 @@ class Dispatcher:
         return decide(res, job, self.pair_hits.get(key, 1))
 
     async def _feedback(self, sender: SenderConfig, outcomes: list[Outcome]) -> None:
-        """Meta's throttling answers slow the number (130429) or the recipient (131056) down."""
+        """Meta's throttling answers slow the number (130429) or the recipient (131056) down;
+        account-level errors pause the number until an operator resumes it."""
+        paused = next((o for o in outcomes if o.decision.action == "pause"), None)
+        if paused is not None:
+            reason = {
+                "error_code": paused.result.error_code,
+                "error": paused.result.policy.title,
+                "message": paused.result.error_message,
+                "at": time.time(),
+            }
+            self.paused.add(sender.name)
+            await self.lanes.pause(sender.name, reason)
+            log.error(
+                "sender %s paused: Meta error %s (%s); its jobs wait. Fix the account, then"
+                " run `wanotify senders resume %s`",
+                sender.name, paused.result.error_code, paused.result.policy.title, sender.name,
+                extra={"sender": sender.name, "error_code": paused.result.error_code, "alert": True},
+            )
         if any(o.result.error_code in (130429, 4, 80007) for o in outcomes):
             log.warning("sender %s hit Meta's rate limit; slowing down for 10 s", sender.name)
             await self.lanes.slow_down(sender.name, 1.1, 10_000)
@@ -292,6 +321,8 @@ class Dispatcher:
             rcpt = job.to_number
             await pacer.wait_recipient(rcpt)
             await pacer.wait_turn(slot_ms)
+            if sender.name in self.paused:  # paused while this one waited: keep it, send nothing
+                return SendResult(False, None, None, None, "sender paused", None, 0.0, skipped=True)
             pacer.sent_to(rcpt)
             res = await send_message(self.client, self.settings, sender, job.payload)
             if not res.ok:

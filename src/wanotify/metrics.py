@@ -40,6 +40,10 @@ class LaneCollector:
         inflight = GaugeMetricFamily(
             "wanotify_queue_inflight", "Jobs released and not yet settled", labels=["sender"]
         )
+        paused = GaugeMetricFamily(
+            "wanotify_sender_paused", "1 while a sender is paused by an account-level error",
+            labels=["sender"],
+        )
         try:
             lanes = Lanes(get_redis())
             for s in get_settings().sender_list:
@@ -49,9 +53,10 @@ class LaneCollector:
                     wait.add_metric([s.name, lane], d["wait_s"][lane])
                 held.add_metric([s.name], d["held"])
                 inflight.add_metric([s.name], d["inflight"])
+                paused.add_metric([s.name], 1.0 if lanes.paused(s.name) else 0.0)
         except Exception:  # Redis away: /readyz says so; metrics stay up
             return
-        yield from (depth, wait, held, inflight)
+        yield from (depth, wait, held, inflight, paused)
 
 
 _registered = False

@@ -15,7 +15,7 @@ from wanotify.throttle import Lanes
 def overview() -> dict[str, Any]:
     settings = get_settings()
     lanes = Lanes(get_redis())
-    senders = {s.name: lanes.depths(s.name) for s in settings.sender_list}
+    senders = {s.name: {**lanes.depths(s.name), "paused": lanes.paused(s.name)} for s in settings.sender_list}
     with session_scope() as s:
         rows = s.execute(
             text("SELECT kind, status, count(*) AS n FROM notifications GROUP BY 1, 2 ORDER BY 1, 2")

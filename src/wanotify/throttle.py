@@ -10,6 +10,7 @@ and the next release puts them back at the head of their lane.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -178,8 +179,20 @@ class Lanes:
             },
         }
 
+    def paused(self, sender: str) -> dict[str, Any] | None:
+        raw = self.r.get(paused_key(sender))
+        return json.loads(raw) if raw else None
+
+    def pause(self, sender: str, reason: dict[str, Any]) -> None:
+        self.r.set(paused_key(sender), json.dumps(reason))
+
+    def resume(self, sender: str) -> bool:
+        return bool(self.r.delete(paused_key(sender)))
+
     def needs_dispatch(self, sender: str) -> str | None:
         """The lane to kick for a sender with work and no live dispatcher (used by the sweeper)."""
+        if self.r.exists(paused_key(sender)):
+            return None
         p = prefix(sender)
         pipe = self.r.pipeline(transaction=False)
         pipe.exists(p + "owner")
@@ -205,6 +218,10 @@ class Lanes:
         return float(d[0][1]) if d else None
 
 
+def paused_key(sender: str) -> str:
+    return prefix(sender) + "paused"
+
+
 class AsyncLanes:
     """Dispatcher side (runs on the worker's event loop)."""
 
@@ -219,6 +236,12 @@ class AsyncLanes:
             "if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end "
             "return 1"
         )
+
+    async def is_paused(self, sender: str) -> bool:
+        return bool(await self.r.exists(paused_key(sender)))
+
+    async def pause(self, sender: str, reason: dict[str, Any]) -> None:
+        await self.r.set(paused_key(sender), json.dumps(reason))
 
     async def claim(self, sender: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._claim(args=[prefix(sender), token, ttl_ms]))

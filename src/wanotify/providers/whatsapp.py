@@ -31,6 +31,7 @@ class SendResult:
     request_id: str | None  # fbtrace_id
     duration_ms: float
     retry_after: float | None = None
+    skipped: bool = False  # not sent: the sender was paused before its turn
 
     @property
     def policy(self) -> Policy:

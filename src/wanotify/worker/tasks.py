@@ -45,7 +45,7 @@ def dispatch_task(sender: str) -> dict[str, Any]:
         return {"sender": sender, "error": "unknown sender"}
     rt = get_runtime()
     stats = rt.run(rt.dispatcher.drain(settings.sender_map[sender]))
-    if stats.owned:
+    if stats.owned and not stats.paused:
         if stats.depth_left > 0:
             # Hand the number on, on the queue of its most urgent waiting work.
             from wanotify.intake import get_redis
@@ -63,6 +63,7 @@ def dispatch_task(sender: str) -> dict[str, Any]:
     return {
         "sender": sender,
         "owned": stats.owned,
+        "paused": stats.paused,
         "released": stats.released,
         "accepted": stats.accepted,
         "failed": stats.failed,
