@@ -203,3 +203,24 @@ def test_inbound_messages_and_template_events_are_stored(stack: Stack, db: Any) 
         assert row.type == "text" and row.text and row.from_number.startswith("+")
         kinds = wait_for(lambda: s.execute(text("SELECT kind, value FROM template_events")).all(), what="template events")
     assert ("status", "PAUSED") in [tuple(k) for k in kinds]
+
+
+def test_webhooks_are_kept_while_postgres_is_away(stack: Stack, db: Any) -> None:
+    """A web app whose Postgres is unreachable still answers Meta 200 and loses nothing."""
+    from wanotify.procs import Proc, free_port, wait_http
+
+    job_id, wamid = _accepted_job(db)
+    port = free_port()
+    env = {**stack.env, "WANOTIFY_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone"}
+    web = Proc("web-no-db", ["web", "--port", str(port)], env, stack.logdir / "web-no-db.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", web)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503
+        body = _status_body([_status(wamid, "delivered", int(time.time()))])
+        r = httpx.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", content=body,
+                       headers={"X-Hub-Signature-256": sign(SECRET, body), "Content-Type": "application/json"})
+        assert r.status_code == 200
+    finally:
+        web.stop()
+    # When Postgres answers again, the worker's sweeper moves the body in and ingests it.
+    wait_for(lambda: _job(db, job_id).status == "delivered", timeout=30, what="spooled status applied")

@@ -51,6 +51,39 @@ WHERE id = :nid
 )
 
 
+SPOOL_KEY = "wn:webhook:spool"
+
+
+def spool_webhook(body: bytes) -> None:
+    """Postgres is away: keep the verified raw body in Redis until the sweeper moves it."""
+    from wanotify.intake import get_redis
+
+    get_redis().rpush(SPOOL_KEY, body)
+
+
+def drain_spool(batch: int = 500) -> list[int]:
+    """Move spooled bodies into the inbox (oldest first); returns the new inbox ids.
+
+    The bodies leave Redis only after the inbox rows are committed; a crash in between
+    stores a body twice, which ingest's deduplication absorbs.
+    """
+    from wanotify.intake import get_redis
+
+    r = get_redis()
+    ids: list[int] = []
+    while True:
+        bodies = r.lrange(SPOOL_KEY, 0, batch - 1)
+        if not bodies:
+            return ids
+        with session_scope() as s:
+            got = s.execute(
+                text("INSERT INTO webhook_inbox (body) SELECT unnest(CAST(:b AS bytea[])) RETURNING id"),
+                {"b": list(bodies)},
+            ).scalars().all()
+        r.ltrim(SPOOL_KEY, len(bodies), -1)
+        ids.extend(got)
+
+
 def store_webhook(body: bytes) -> int:
     with session_scope() as s:
         return int(

@@ -42,10 +42,11 @@ def sweep(force: bool = False) -> dict[str, int]:
             kick_lane(s.name, lane)
             kicked += 1
     repushed = repush_stranded(settings.lease_s)
-    from wanotify.ingest import pending_inbox_ids, reconcile_unmatched
+    from wanotify.ingest import drain_spool, pending_inbox_ids, reconcile_unmatched
     from wanotify.worker.app import celery_app
 
-    pending = pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
+    spooled = drain_spool()  # bodies kept in Redis while Postgres was away
+    pending = spooled + pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
     for inbox_id in pending:
         celery_app.send_task("wanotify.ingest", args=[inbox_id], queue="ingest")
     reconciled = reconcile_unmatched()

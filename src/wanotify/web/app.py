@@ -226,10 +226,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             WEBHOOKS.labels("bad_signature").inc()
             return _error(403, "forbidden", "signature does not match the body",
                           [{"field": "X-Hub-Signature-256", "reason": "does not match"}])
-        from wanotify.ingest import store_webhook
+        from wanotify.ingest import spool_webhook, store_webhook
         from wanotify.worker.app import celery_app
 
-        inbox_id = await run_in_threadpool(store_webhook, raw)
+        try:
+            inbox_id = await run_in_threadpool(store_webhook, raw)
+        except Exception:
+            # Postgres away: keep the body in Redis (the sweeper moves it to the inbox when
+            # Postgres is back). Only if Redis is away too does Meta get a 503 and retry.
+            log.warning("webhook inbox unavailable; spooling the body in Redis", exc_info=True)
+            try:
+                await run_in_threadpool(spool_webhook, raw)
+            except Exception:
+                WEBHOOKS.labels("unavailable").inc()
+                return _error(503, "unavailable", "cannot store the webhook now; retry later")
+            WEBHOOKS.labels("spooled").inc()
+            return PlainTextResponse("OK")
         await run_in_threadpool(celery_app.send_task, "wanotify.ingest", args=[inbox_id], queue="ingest")
         WEBHOOKS.labels("accepted").inc()
         return PlainTextResponse("OK")
