@@ -354,6 +354,20 @@ def bench_pacing(
         workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
 
 
+@bench_app.command("chaos")
+def bench_chaos(
+    jobs: Annotated[int, typer.Option(help="Mixed jobs to send.")] = 2000,
+    pg_down: Annotated[float, typer.Option(help="Seconds Postgres refuses connections.")] = 20.0,
+    timeout: Annotated[float, typer.Option(help="Give up waiting for outcomes after this.")] = 300.0,
+) -> None:
+    """Break things while jobs flow; count what was lost or sent twice."""
+    from wanotify.bench.chaos import run as run_chaos
+
+    if jobs < 1:
+        _fail("jobs must be at least 1")
+    run_chaos(jobs=jobs, pg_down_s=pg_down, timeout=timeout)
+
+
 @bench_app.command("baseline-worker", hidden=True)
 def bench_baseline_worker(
     name: Annotated[str, typer.Option(help="Celery node name.")] = "baseline@%h",
