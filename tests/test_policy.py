@@ -389,3 +389,52 @@ def test_parse_429_without_body_is_retried_with_retry_after() -> None:
 def test_parse_json_array_body() -> None:
     r = parse_response(500, b"[1, 2]", 1.0, None)
     assert r.ok is False and r.error_code is None and r.policy is SERVER_ERROR
+
+
+# ---- fallback triggers in the decision, and a provider that never answers ---------------
+
+
+@pytest.mark.parametrize("kind", ["otp", "transactional", "marketing"])
+def test_exhausted_retries_fall_back_when_the_job_has_a_fallback(kind: str) -> None:
+    sched = SCHEDULES[kind]
+    job = ClaimedJob(uuid.uuid4(), kind, "main", "+919876543210", {}, sched.max_attempts, has_fallback=True)
+    d = decide(error_result(131000, 500), job)
+    assert d.action == "fallback" and d.status == "failed"
+    early = ClaimedJob(uuid.uuid4(), kind, "main", "+919876543210", {}, 1, has_fallback=True)
+    assert decide(error_result(131000, 500), early).action == "retry"
+
+
+@pytest.mark.parametrize("code", [131026, 131047, 131049, 131050, 130472, 131063, 130497])
+def test_undeliverable_falls_back_at_once_when_the_job_has_a_fallback(code: int) -> None:
+    job = ClaimedJob(uuid.uuid4(), "otp", "main", "+919876543210", {}, 1, has_fallback=True)
+    d = decide(error_result(code), job)
+    assert d.action == "fallback"
+
+
+def test_a_provider_that_never_answers_times_out_and_is_retried() -> None:
+    """A real TCP server that accepts and never answers: the send times out and is retried."""
+    import asyncio
+
+    from wanotify.config import SenderConfig, Settings
+    from wanotify.providers.whatsapp import new_client, send_message
+
+    async def main() -> SendResult:
+        async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+            writer.close()
+
+        server = await asyncio.start_server(hang, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(graph_api_url=f"http://127.0.0.1:{port}", http_timeout_s=0.3)
+        sender = SenderConfig(name="t", phone_number_id="12345", waba_id="12345", access_token="x")
+        client = new_client(settings)
+        try:
+            return await send_message(client, settings, sender, {"messaging_product": "whatsapp"})
+        finally:
+            await client.close()
+            server.close()
+
+    res = asyncio.run(main())
+    assert not res.ok and res.http_status is None and "timeout" in (res.error_message or "")
+    assert res.policy.action == "retry"
+    assert decide(res, claimed(attempt=1)).action == "retry"
