@@ -125,12 +125,33 @@ def beat(ctx: typer.Context) -> None:
 def flower(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port for Flower.")] = 5555,
+    address: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
-    """Run Flower against wanotify's Celery app; options go to `celery flower`."""
+    """Run Flower against wanotify's Celery app; options go to `celery flower`.
+
+    Basic auth comes from WANOTIFY_FLOWER_BASIC_AUTH ("user:password"); Flower refuses to
+    listen beyond loopback without it. Its state persists in WANOTIFY_FLOWER_DB.
+    """
+    import ipaddress
+    import tempfile
+
     from wanotify.worker.app import celery_app
 
-    _settings()
-    celery_app.start(["flower", f"--port={port}", *ctx.args])
+    s = _settings()
+    args = [f"--port={port}", f"--address={address}", "--persistent=True",
+            f"--db={s.flower_db or tempfile.gettempdir() + '/wanotify-flower.db'}",
+            "--purge_offline_workers=3600"]
+    if s.flower_basic_auth is not None:
+        args.append(f"--basic-auth={s.flower_basic_auth.get_secret_value()}")
+    else:
+        try:
+            loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            _fail(f"refusing to serve Flower on {address} without authentication: "
+                  "set WANOTIFY_FLOWER_BASIC_AUTH=user:password")
+    celery_app.start(["flower", *args, *ctx.args])
 
 
 @app.command()

@@ -22,6 +22,17 @@ def scrub(text: str) -> str:
     return _PHONE.sub(lambda m: f"+{m.group(1)}{'*' * (len(m.group(0).lstrip('+')) - 4)}{m.group(2)}", text)
 
 
+def scrub_value(value: Any) -> Any:
+    """Scrub strings inside nested extras (Celery puts task args in a dict)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: scrub_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_value(v) for v in value]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -32,7 +43,10 @@ class JsonFormatter(logging.Formatter):
         }
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
-                out[k] = scrub(v) if isinstance(v, str) else v
+                if k == "data" and isinstance(v, dict) and record.name.startswith("celery"):
+                    # Celery logs task arguments: a job body holds numbers, names and codes.
+                    v = {dk: dv for dk, dv in v.items() if dk not in ("args", "kwargs", "return_value")}
+                out[k] = scrub_value(v)
         if record.exc_info:
             out["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()

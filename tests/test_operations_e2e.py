@@ -1,0 +1,60 @@
+"""Operations: Flower behind basic auth with every queue; logs never carry personal data."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Stack
+from wanotify.procs import Proc, free_port, wait_http
+
+pytestmark = pytest.mark.slow
+
+
+def test_flower_needs_auth_and_shows_every_queue(stack: Stack) -> None:
+    refused = subprocess.run([sys.executable, "-m", "wanotify", "flower", "--address", "0.0.0.0"],
+                             capture_output=True, text=True, env=stack.env, timeout=60)
+    assert refused.returncode == 2 and "without authentication" in refused.stderr
+    port = free_port()
+    env = {**stack.env, "WANOTIFY_FLOWER_BASIC_AUTH": "ops:s3cret"}
+    p = Proc("flower", ["flower", "--port", str(port)], env, stack.logdir / "flower.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthcheck", p, timeout=40)
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/", auth=("ops", "wrong")).status_code == 401
+        r = httpx.get(f"http://127.0.0.1:{port}/api/queues/length", auth=("ops", "s3cret"), timeout=20)
+        assert r.status_code == 200
+        names = {q["name"] for q in r.json()["active_queues"]}
+        assert names >= {"notify", "otp", "transactional", "bulk", "fallback", "ingest"}
+    finally:
+        p.stop()
+
+
+def test_a_demo_run_logs_no_phone_number_email_or_secret(services: dict[str, str], tmp_path: Path) -> None:
+    """Run a (small) demo as a user would and grep every log line it wrote."""
+    from wanotify.demo import build_jobs
+
+    env = {k: v for k, v in __import__("os").environ.items()}
+    env.update({"WANOTIFY_APP_SECRET": "demo-secret-Zq81", "WANOTIFY_API_KEYS": "demo-key-Xy42",
+                "WANOTIFY_SENDERS": '[{"name": "main", "phone_number_id": "106540352242922", '
+                '"waba_id": "102290129340398", "access_token": "EAAGtoken-Kp93", "mps": 80}]'})
+    out = subprocess.run([sys.executable, "-m", "wanotify", "demo", "--otp", "20", "--orders", "30",
+                          "--reminders", "10", "--timeout", "90"],
+                         capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    m = re.search(r"logs in\s+(\S+)", out.stdout.replace("\n", " "))
+    assert m, out.stdout
+    logdir = Path(m.group(1))
+    text = "\n".join(p.read_text(errors="replace") for p in logdir.glob("*.log"))
+    assert len(text.splitlines()) > 20  # the processes did log
+    numbers = {j["to"] for j in build_jobs(20, 30, 10)}
+    for n in numbers:
+        assert n not in text and n.lstrip("+") not in text, "a raw phone number reached the logs"
+    for secret in ("demo-secret-Zq81", "demo-key-Xy42", "EAAGtoken-Kp93"):
+        assert secret not in text
+    assert not re.search(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[a-z]{2,}", text.replace("***@", ""))
