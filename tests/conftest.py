@@ -202,6 +202,7 @@ def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     os.environ["WANOTIFY_GRAPH_API_URL"] = f"http://127.0.0.1:{sb_port}"
     os.environ["WANOTIFY_SMS_URL"] = f"http://ACtest0000:sms-token@127.0.0.1:{sb_port}"
     os.environ["WANOTIFY_SMTP_URL"] = f"smtp://127.0.0.1:{mailbox.port}"
+    os.environ["WANOTIFY_WORKER_METRICS_PORT"] = str(free_port())
     reset_settings()
     env = dict(os.environ)
     procs: dict[str, Any] = {}

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -58,3 +59,45 @@ def test_a_demo_run_logs_no_phone_number_email_or_secret(services: dict[str, str
     for secret in ("demo-secret-Zq81", "demo-key-Xy42", "EAAGtoken-Kp93"):
         assert secret not in text
     assert not re.search(r"[A-Za-z0-9._%+-]{2,}@[A-Za-z0-9.-]+\.[a-z]{2,}", text.replace("***@", ""))
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.split()[-1])
+            found = True
+    assert found, f"{name} {labels} not exported"
+    return total
+
+
+def test_metrics_from_the_web_app_and_the_workers(stack: Stack, db: Any) -> None:
+    from conftest import statuses, wait_for
+
+    with stack.api() as api:
+        job = api.post("/v1/notifications", json={
+            "to": "+919811176543", "template": "order_confirmation_v2",
+            "params": {"body": ["Rahul Sharma", "ZEC-2026-0042", "₹45,000"]}}).json()["id"]
+    wait_for(lambda: statuses(db, [job])[job] in ("delivered", "read"), what="delivered")
+    port = stack.env["WANOTIFY_WORKER_METRICS_PORT"]
+    worker = wait_for(lambda: _try_get(f"http://127.0.0.1:{port}/metrics"), what="worker metrics")
+    assert _metric(worker, "wanotify_sends_total", channel="whatsapp", outcome="done") >= 1
+    assert _metric(worker, "wanotify_enqueue_to_accepted_seconds_count", kind="transactional") >= 1
+    assert _metric(worker, "wanotify_webhook_ingest_lag_seconds_count") >= 1
+    wait_for(lambda: "wanotify_accepted_to_delivered_seconds_count" in (_try_get(f"http://127.0.0.1:{port}/metrics") or ""),
+             what="accepted→delivered histogram")
+    web = httpx.get(f"{stack.web_url}/metrics").text
+    assert _metric(web, "wanotify_celery_queue_depth", queue="otp") >= 0
+    assert _metric(web, "wanotify_dead_letters") >= 0
+    assert _metric(web, "wanotify_sender_paused", sender="main") == 0
+
+
+def _try_get(url: str) -> str | None:
+    try:
+        r = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return r.text if r.status_code == 200 else None

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(default=90, ge=5)
     max_attempts_transient: int = Field(default=5, ge=1)
     pacing_safety: float = Field(default=0.975, gt=0.1, le=1.0)
+    worker_metrics_port: int = Field(default=9809, ge=0, le=65535)  # 0: off
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
     flower_db: str | None = None  # Flower's persistent state file
     log_level: str = "INFO"

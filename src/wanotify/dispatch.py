@@ -21,6 +21,7 @@ import redis.asyncio as aredis
 
 from wanotify.config import SenderConfig, Settings
 from wanotify.delivery import ClaimedJob, Decision, Outcome, claim, decide, record
+from wanotify.metrics import ENQUEUE_TO_ACCEPTED, SENDS
 from wanotify.phones import mask_phone
 from wanotify.providers.whatsapp import SendResult, send_message
 from wanotify.throttle import AsyncLanes, Pace, Tier, now_ms, parse_entry
@@ -243,6 +244,10 @@ class Dispatcher:
         for job, res in zip(jobs, results, strict=True):
             d = self._decide(sender, job, res)
             outcomes.append(Outcome(job, res, d))
+            if not res.skipped:
+                SENDS.labels("whatsapp", d.action, str(res.error_code or "")).inc()
+            if d.action == "done":
+                ENQUEUE_TO_ACCEPTED.labels(job.kind).observe(max(0.0, now_ms() / 1000 - (job.id.int >> 80) / 1000))
             e = by_id[str(job.id)]
             if d.action in ("retry", "throttle", "pause"):
                 hold.append((now_ms() + d.delay_s * 1000, e.lstrip("!")))

@@ -19,6 +19,7 @@ import orjson
 
 from wanotify.config import get_settings
 from wanotify.db import connection_scope
+from wanotify.metrics import SENDS
 from wanotify.phones import mask_email, mask_phone
 from wanotify.providers.email import send_email
 from wanotify.providers.sms import send_sms
@@ -105,6 +106,7 @@ def run_fallback(job_id: uuid.UUID, reason: str) -> str:
             if res.ok:
                 conn.exec_driver_sql(DONE_SQL, {"id": job_id, "status": f"fallback_{channel}",
                                                 "channel": channel, "pmid": res.wamid})
+        SENDS.labels(channel, "done" if res.ok else "fail", str(res.error_code or "")).inc()
         log.info("fallback %s", "sent" if res.ok else "failed", extra={
             "notification_id": str(job_id), "channel": channel, "reason": reason,
             "to": mask_phone(dest) if channel == "sms" else mask_email(dest),

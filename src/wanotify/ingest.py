@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from wanotify.db import session_scope
+from wanotify.metrics import ACCEPTED_TO_DELIVERED, WEBHOOK_LAG
 from wanotify.status import SQL_RANK
 from wanotify.webhook_parse import ParsedWebhook, WebhookError, parse_webhook
 
@@ -122,7 +123,7 @@ def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport
         if ids is None:
             rows = s.execute(
                 text(
-                    "SELECT id, body FROM webhook_inbox WHERE processed_at IS NULL ORDER BY id"
+                    "SELECT id, body, received_at FROM webhook_inbox WHERE processed_at IS NULL ORDER BY id"
                     " LIMIT :n FOR UPDATE SKIP LOCKED"
                 ),
                 {"n": limit},
@@ -130,14 +131,16 @@ def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport
         else:
             rows = s.execute(
                 text(
-                    "SELECT id, body FROM webhook_inbox WHERE id = ANY(:ids) AND processed_at IS NULL"
+                    "SELECT id, body, received_at FROM webhook_inbox WHERE id = ANY(:ids) AND processed_at IS NULL"
                     " ORDER BY id FOR UPDATE SKIP LOCKED"
                 ),
                 {"ids": ids},
             ).all()
         done: list[dict[str, Any]] = []
         parsed: list[ParsedWebhook] = []
+        now = datetime.now(UTC)
         for row in rows:
+            WEBHOOK_LAG.observe(max(0.0, (now - row.received_at).total_seconds()))
             try:
                 parsed.append(parse_webhook(bytes(row.body)))
                 done.append({"id": row.id, "err": None})
@@ -261,6 +264,16 @@ def _write_statuses(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
     report.unmatched += len(inserted) - len(apply_rows)
     _apply(s, apply_rows)
     report.applied += len(apply_rows)
+    delivered = [r["nid"] for r in apply_rows if r["status"] == "delivered"]
+    if delivered:
+        for secs in s.execute(
+            text(
+                "SELECT extract(epoch FROM delivered_at - accepted_at) FROM notifications"
+                " WHERE id = ANY(:ids) AND delivered_at IS NOT NULL AND accepted_at IS NOT NULL"
+            ),
+            {"ids": delivered},
+        ).scalars():
+            ACCEPTED_TO_DELIVERED.observe(max(0.0, float(secs)))
     failed = [r["nid"] for r in apply_rows if r["status"] == "failed"]
     if failed:
         report.fallback_ids += list(

@@ -10,6 +10,22 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 JOBS_ACCEPTED = Counter("wanotify_jobs_accepted_total", "Jobs accepted for delivery", ["kind", "source"])
 JOBS_REJECTED = Counter("wanotify_jobs_rejected_total", "Jobs refused by validation", ["source"])
 WEBHOOKS = Counter("wanotify_webhooks_total", "Webhook POSTs received", ["result"])
+SENDS = Counter(
+    "wanotify_sends_total", "Provider calls by channel, outcome and error code",
+    ["channel", "outcome", "error_code"],
+)
+ENQUEUE_TO_ACCEPTED = Histogram(
+    "wanotify_enqueue_to_accepted_seconds", "From enqueue to Meta accepting the message", ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+ACCEPTED_TO_DELIVERED = Histogram(
+    "wanotify_accepted_to_delivered_seconds", "From accepted to the delivered status",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200),
+)
+WEBHOOK_LAG = Histogram(
+    "wanotify_webhook_ingest_lag_seconds", "From receiving a webhook body to ingesting it",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300),
+)
 API_LATENCY = Histogram(
     "wanotify_api_request_seconds",
     "API request latency",
@@ -40,6 +56,9 @@ class LaneCollector:
         inflight = GaugeMetricFamily(
             "wanotify_queue_inflight", "Jobs released and not yet settled", labels=["sender"]
         )
+        celery_depth = GaugeMetricFamily(
+            "wanotify_celery_queue_depth", "Messages waiting in a Celery queue", labels=["queue"]
+        )
         paused = GaugeMetricFamily(
             "wanotify_sender_paused", "1 while a sender is paused by an account-level error",
             labels=["sender"],
@@ -54,9 +73,32 @@ class LaneCollector:
                 held.add_metric([s.name], d["held"])
                 inflight.add_metric([s.name], d["inflight"])
                 paused.add_metric([s.name], 1.0 if lanes.paused(s.name) else 0.0)
+            from wanotify.worker.app import QUEUES
+
+            r = get_redis()
+            for q in QUEUES:
+                celery_depth.add_metric([q], float(r.llen(q)))
         except Exception:  # Redis away: /readyz says so; metrics stay up
             return
-        yield from (depth, wait, held, inflight, paused)
+        yield from (depth, wait, held, inflight, paused, celery_depth)
+
+
+class DeadLetterCollector:
+    """Dead letters waiting for a decision (read from Postgres at scrape time)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from sqlalchemy import text
+
+        from wanotify.db import session_scope
+
+        g = GaugeMetricFamily("wanotify_dead_letters", "Dead letters not yet replayed")
+        try:
+            with session_scope() as s:
+                n = s.execute(text("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")).scalar_one()
+        except Exception:
+            return
+        g.add_metric([], float(n))
+        yield g
 
 
 _registered = False
@@ -66,4 +108,19 @@ def register_collectors() -> None:
     global _registered
     if not _registered:
         REGISTRY.register(LaneCollector())
+        REGISTRY.register(DeadLetterCollector())
         _registered = True
+
+
+def start_worker_metrics(port: int) -> int | None:
+    """Serve this worker's metrics (sends, latencies, ingest lag) on the first free port
+    from ``port`` (several workers on one host take consecutive ports)."""
+    from prometheus_client import start_http_server
+
+    for p in range(port, port + 32):
+        try:
+            start_http_server(p, addr="127.0.0.1")
+            return p
+        except OSError:
+            continue
+    return None

@@ -25,6 +25,14 @@ def _start_sweeper(**_: Any) -> None:
 
     _sweeper = SweeperThread()
     _sweeper.start()
+    port = get_settings().worker_metrics_port
+    if port:
+        import logging
+
+        from wanotify.metrics import start_worker_metrics
+
+        got = start_worker_metrics(port)
+        logging.getLogger("wanotify.worker").info("worker metrics on 127.0.0.1:%s/metrics", got)
 
 
 @signals.worker_shutting_down.connect
