@@ -117,6 +117,10 @@ def test_cli_send_and_status(stack: Stack, db: Any) -> None:
     assert st.returncode == 0 and job_id in st.stdout
     overview = _cli("status", "--json", env=stack.env)
     assert overview.returncode == 0 and '"senders"' in overview.stdout
+    assert '"stages_oldest_s"' in overview.stdout and '"last_webhook_at"' in overview.stdout
+    screen = _cli("status", env=stack.env)
+    assert screen.returncode == 0
+    assert "last webhook received: 20" in screen.stdout and "slowest stage right now:" in screen.stdout
 
 
 def test_metrics_and_status_show_queue_depth_and_wait(stack: Stack, redis_client: Any) -> None:

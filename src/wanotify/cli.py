@@ -235,6 +235,12 @@ def status(
     for row in data["counts"]:
         t2.add_row(row["kind"], row["status"], str(row["count"]))
     console.print(t2)
+    last = data["last_webhook_at"]
+    console.print(f"last webhook received: {last.isoformat() if last else 'never'}")
+    console.print(f"dead letters waiting: {data['dead_letters']}")
+    slow = data["slowest_stage"]
+    console.print("slowest stage right now: "
+                  + (f"{slow['stage']} (oldest {slow['oldest_s']:.1f} s)" if slow else "nothing waiting"))
 
 
 @app.command()
