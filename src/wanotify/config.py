@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -160,6 +159,3 @@ def reset_settings() -> None:
     """Forget cached settings (tests and the CLI change the environment)."""
     get_settings.cache_clear()
 
-
-def dumps_senders(senders: list[dict[str, Any]]) -> str:
-    return json.dumps(senders)

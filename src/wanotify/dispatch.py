@@ -223,8 +223,11 @@ class Dispatcher:
         chains: dict[str, asyncio.Future[None]],
         pacer: Pacer,
     ) -> None:
-        by_id = {parse_entry(e)[1]: e for e in entries}
-        slot_of = {parse_entry(e)[1]: t for e, t in zip(entries, slots, strict=True)}
+        by_id: dict[str, str] = {}
+        slot_of: dict[str, float] = {}
+        for e, t in zip(entries, slots, strict=True):
+            job_id = parse_entry(e)[1]
+            by_id[job_id], slot_of[job_id] = e, t
         ids = [uuid.UUID(i) for i in by_id]
         try:
             jobs, expired = await asyncio.to_thread(claim, ids, token, self.settings.lease_s)

@@ -80,8 +80,6 @@ def prepare(data: Any, *, idempotency_key: str | None = None, settings: Settings
             )
         except TemplateError as exc:
             raise InvalidJob([(exc.field, exc.reason)]) from None
-        if job.kind == "otp" and t.category != "authentication":
-            pass  # an OTP may use a utility template; the kind only sets the policies
         category = t.category
         payload = cat.render(
             t,
@@ -193,8 +191,7 @@ def kick(sender: str, kind: str, countdown: float | None = None) -> None:
 
 
 def kick_lane(sender: str, lane: str, countdown: float | None = None) -> None:
-    kind = {"otp": "otp", "transactional": "transactional", "marketing": "marketing"}[LANE_NAMES[lane]]
-    kick(sender, kind, countdown)
+    kick(sender, LANE_NAMES[lane], countdown)
 
 
 def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:

@@ -26,12 +26,6 @@ WEBHOOK_LAG = Histogram(
     "wanotify_webhook_ingest_lag_seconds", "From receiving a webhook body to ingesting it",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300),
 )
-API_LATENCY = Histogram(
-    "wanotify_api_request_seconds",
-    "API request latency",
-    ["route"],
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 
 
 class LaneCollector:

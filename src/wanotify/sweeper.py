@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from wanotify.config import get_settings
 from wanotify.db import session_scope
-from wanotify.intake import get_redis, kick, kick_lane, push_entries
+from wanotify.intake import get_redis, kick_lane, push_entries
 from wanotify.phones import digits
 from wanotify.throttle import Lanes, entry
 
@@ -91,9 +91,7 @@ def repush_stranded(lease_s: float, limit: int = 5000) -> int:
                 n += 1
     if groups:
         log.warning("re-pushing %d stranded jobs", n)
-        push_entries(groups)
-        for sender, kind in groups:
-            kick(sender, kind)
+        push_entries(groups)  # kicks a dispatcher wherever none owns the sender
     return n
 
 

@@ -23,7 +23,6 @@ import redis.asyncio as aredis
 from wanotify.config import SenderConfig, Settings
 
 LANE_FOR_KIND = {"otp": "o", "transactional": "t", "marketing": "m"}
-KIND_FOR_LANE = {v: k for k, v in LANE_FOR_KIND.items()}
 LANE_NAMES = {"o": "otp", "t": "transactional", "m": "marketing"}
 KICK_TTL_MS = 5_000
 SENDERS_KEY = "wn:senders"

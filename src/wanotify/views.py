@@ -84,8 +84,3 @@ def notification_view(job_id: uuid.UUID) -> dict[str, Any] | None:
         "events": timeline,
     }
 
-
-def status_counts() -> dict[tuple[str, str], int]:
-    with session_scope() as s:
-        rows = s.execute(text("SELECT kind, status, count(*) AS n FROM notifications GROUP BY 1, 2")).all()
-    return {(r.kind, r.status): r.n for r in rows}
