@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,39 @@ def _try_get(url: str) -> str | None:
     except httpx.HTTPError:
         return None
     return r.text if r.status_code == 200 else None
+
+
+def test_worker_metrics_under_the_prefork_pool(stack: Stack, db: Any) -> None:
+    """Each prefork child counts its own sends; the worker's one metrics port shows their sum."""
+    from conftest import statuses, wait_for
+    from wanotify.procs import wait_worker
+
+    port = free_port()
+    env = {**stack.env, "WANOTIFY_WORKER_METRICS_PORT": str(port)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    stack.procs.pop("worker").stop()
+    node = f"prefork-{uuid.uuid4().hex[:6]}"
+    pre = Proc("prefork", ["worker", "--pool", "prefork", "--concurrency", "2", "-n", f"{node}@%h"], env,
+               stack.logdir / "prefork.log")
+    try:
+        wait_worker(env["WANOTIFY_REDIS_URL"], pre, timeout=40, node=node)
+        with stack.api() as api:
+            ids = [api.post("/v1/notifications", json={
+                "to": f"+91981117{6600 + i}", "template": "order_confirmation_v2",
+                "params": {"body": ["Rahul Sharma", f"ZEC-2026-{i:04d}", "₹45,000"]}}).json()["id"]
+                for i in range(6)]
+        wait_for(lambda: all(v in ("delivered", "read") for v in statuses(db, ids).values()),
+                 timeout=60, what="delivered under prefork")
+
+        def scraped() -> str | None:
+            text = _try_get(f"http://127.0.0.1:{port}/metrics")
+            if text and "wanotify_sends_total{" in text and "wanotify_webhook_ingest_lag_seconds_count" in text:
+                return text
+            return None
+
+        text = wait_for(scraped, what="prefork metrics")
+        assert _metric(text, "wanotify_sends_total", channel="whatsapp", outcome="done") >= 6
+        assert _metric(text, "wanotify_webhook_ingest_lag_seconds_count") >= 1
+    finally:
+        pre.stop()
+        stack.start_worker("worker")

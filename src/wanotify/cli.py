@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -97,10 +98,11 @@ def sandbox(
 @app.command(context_settings=PASSTHROUGH)
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker; further options go to `celery worker` (default: every queue)."""
+    args = list(ctx.args)
+    _multiprocess_metrics(args)
     from wanotify.worker.app import QUEUES, celery_app
 
     _settings()
-    args = list(ctx.args)
     if not any(a in ("-Q", "--queues") or a.startswith(("--queues=", "-Q")) for a in args):
         args += ["--queues", ",".join(QUEUES)]
     if not any(a in ("-P", "--pool") or a.startswith(("--pool=", "-P")) for a in args):
@@ -110,6 +112,24 @@ def worker(ctx: typer.Context) -> None:
     if not any(a in ("-E", "--task-events") for a in args):
         args += ["--task-events"]
     celery_app.worker_main(["worker", *args])
+
+
+def _multiprocess_metrics(args: list[str]) -> None:
+    """Under a process pool each child counts its own sends: share them through
+    prometheus_client's multiprocess directory so the worker's metrics port shows them all.
+    Must run before prometheus_client is imported."""
+    import tempfile
+
+    pool = "threads"
+    for i, a in enumerate(args):
+        if a in ("-P", "--pool") and i + 1 < len(args):
+            pool = args[i + 1]
+        elif a.startswith("--pool="):
+            pool = a.split("=", 1)[1]
+        elif a.startswith("-P") and len(a) > 2:
+            pool = a[2:]
+    if pool in ("prefork", "processes") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wanotify-metrics-")
 
 
 @app.command(context_settings=PASSTHROUGH)

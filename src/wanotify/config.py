@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     max_attempts_transient: int = Field(default=5, ge=1)
     pacing_safety: float = Field(default=0.975, gt=0.1, le=1.0)
     worker_metrics_port: int = Field(default=9809, ge=0, le=65535)  # 0: off
+    worker_metrics_addr: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on another host scrape
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
     flower_db: str | None = None  # Flower's persistent state file
     log_level: str = "INFO"

@@ -106,14 +106,31 @@ def register_collectors() -> None:
         _registered = True
 
 
-def start_worker_metrics(port: int) -> int | None:
+def mark_process_dead(pid: int) -> None:
+    """A prefork child is gone: drop its live gauges from the shared directory."""
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def start_worker_metrics(port: int, addr: str = "127.0.0.1") -> int | None:
     """Serve this worker's metrics (sends, latencies, ingest lag) on the first free port
     from ``port`` (several workers on one host take consecutive ports)."""
-    from prometheus_client import start_http_server
+    import os
 
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prefork: children write, we aggregate
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
     for p in range(port, port + 32):
         try:
-            start_http_server(p, addr="127.0.0.1")
+            start_http_server(p, addr=addr, registry=registry)
             return p
         except OSError:
             continue

@@ -25,14 +25,16 @@ def _start_sweeper(**_: Any) -> None:
 
     _sweeper = SweeperThread()
     _sweeper.start()
-    port = get_settings().worker_metrics_port
+    settings = get_settings()
+    port = settings.worker_metrics_port
     if port:
         import logging
 
         from wanotify.metrics import start_worker_metrics
 
-        got = start_worker_metrics(port)
-        logging.getLogger("wanotify.worker").info("worker metrics on 127.0.0.1:%s/metrics", got)
+        got = start_worker_metrics(port, settings.worker_metrics_addr)
+        logging.getLogger("wanotify.worker").info(
+            "worker metrics on %s:%s/metrics", settings.worker_metrics_addr, got)
 
 
 @signals.worker_shutting_down.connect
@@ -47,3 +49,12 @@ def _close_runtime(**_: Any) -> None:
     from wanotify.runtime import shutdown_runtime
 
     shutdown_runtime()
+
+
+@signals.worker_process_shutdown.connect
+def _child_metrics_gone(pid: int | None = None, **_: Any) -> None:
+    import os
+
+    from wanotify.metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())
