@@ -71,7 +71,16 @@ def test_malformed_json_and_wrong_shapes(stack: Stack) -> None:
         r = api.get("/v1/notifications/01a2131d-2462-7d96-862c-4e9dfd0b74d3")
         assert r.status_code == 404 and "error" in r.json()
         r = api.post("/v1/notifications", content=b"x" * 70_000)
-        assert r.status_code == 413
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+        def chunks() -> Any:  # no Content-Length: the limit holds while the body streams in
+            for _ in range(20):
+                yield b"x" * 8192
+
+        r = api.post("/v1/notifications", content=chunks())
+        assert r.status_code == 413 and r.json()["error"]["fields"][0]["field"] == "body"
+    r = httpx.post(f"{stack.web_url}/webhooks/whatsapp", content=(b"x" * 65536 for _ in range(50)))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
 
 
 def test_api_keys(stack: Stack) -> None:

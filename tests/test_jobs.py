@@ -235,7 +235,9 @@ def test_prepare_renders_with_job_id(settings: Settings, cat: Catalogue) -> None
         },
         "biz_opaque_callback_data": str(p.id),
     }
-    assert p.fingerprint == p.body.fingerprint()
+    assert p.fingerprint is None  # no idempotency key: nothing can bring the body back
+    keyed = prepare({**job(), "idempotency_key": "order-42"}, settings=settings, catalogue=cat)
+    assert keyed.fingerprint == keyed.body.fingerprint()
     # Every preparation gets a fresh id.
     assert prepare(job(), settings=settings, catalogue=cat).id != p.id
 

@@ -438,3 +438,26 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@bench_app.command("textbook-worker", hidden=True)
+def bench_textbook_worker(
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "textbook",
+    pool: Annotated[str, typer.Option(help="Celery pool.")] = "prefork",
+    concurrency: Annotated[int, typer.Option(help="Pool size.")] = 2,
+) -> None:
+    """The one-task-per-message baselines' worker."""
+    from wanotify.bench.textbook import QUEUE, celery
+
+    celery.worker_main(["worker", "-Q", QUEUE, "--pool", pool, "--concurrency", str(concurrency),
+                        "-n", name if "@" in name else f"{name}@%h", "--loglevel", "WARNING"])
+
+
+@bench_app.command("textbook-web", hidden=True)
+def bench_textbook_web(port: Annotated[int, typer.Option(help="Port.")] = 8800) -> None:
+    """The ORM-one-row-per-commit webhook receiver baseline."""
+    import uvicorn
+
+    from wanotify.bench.textbook import make_web
+
+    uvicorn.run(make_web(), host="127.0.0.1", port=port, log_level="warning", access_log=False)

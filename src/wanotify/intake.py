@@ -52,7 +52,7 @@ class Prepared:
     sender: str
     category: str | None
     payload: dict[str, Any]
-    fingerprint: str
+    fingerprint: str | None  # only kept when an idempotency key can bring the body back
 
 
 def prepare(data: Any, *, idempotency_key: str | None = None, settings: Settings | None = None,
@@ -98,13 +98,15 @@ def prepare(data: Any, *, idempotency_key: str | None = None, settings: Settings
             "text": {"body": job.text, "preview_url": False},
             "biz_opaque_callback_data": str(job_id),
         }
-    return Prepared(job_id, job, key, sender.name, category, payload, job.fingerprint())
+    return Prepared(job_id, job, key, sender.name, category, payload,
+                    job.fingerprint() if key is not None else None)
 
 
 def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> dict[str, Any]:
     j = p.body
+    params = j.params.model_dump(exclude_none=True)
     return {
-        "id": p.id,
+        "id": str(p.id),
         "key": p.key,
         "hash": p.fingerprint,
         "kind": j.kind,
@@ -113,25 +115,29 @@ def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> di
         "template": j.template,
         "language": j.language if j.template else None,
         "category": p.category,
-        "params": orjson.dumps(j.params.model_dump(exclude_none=True)).decode(),
+        "params": params,
         "text": j.text,
-        "payload": orjson.dumps(p.payload).decode(),
-        "fallback": orjson.dumps(j.fallback.model_dump(mode="json")).decode() if j.fallback else None,
-        "meta": orjson.dumps(j.metadata).decode() if j.metadata else None,
+        "payload": p.payload,
+        "fallback": j.fallback.model_dump(mode="json") if j.fallback else None,
+        "meta": j.metadata or None,
         "expires": j.effective_expiry(now),
-        "campaign": campaign_id,
-        "now": now,
+        "campaign": str(campaign_id) if campaign_id else None,
     }
 
 
+# One statement for a whole batch: the rows travel as one JSON array and Postgres unpacks
+# them (a round trip per row would cost more than validating the job).
 INSERT_SQL = text(
     "INSERT INTO notifications (id, idempotency_key, request_hash, kind, channel, status, sender,"
     " to_number, template, language, category, params, text_body, payload, fallback, metadata,"
     " expires_at, campaign_id, created_at, updated_at)"
-    " VALUES (:id, :key, :hash, :kind, 'whatsapp', 'queued', :sender, :to, :template, :language,"
-    " :category, CAST(:params AS jsonb), :text, CAST(:payload AS jsonb), CAST(:fallback AS jsonb),"
-    " CAST(:meta AS jsonb), :expires, :campaign, :now, :now)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    " SELECT r.id, r.key, r.hash, r.kind, 'whatsapp', 'queued', r.sender, r.to, r.template,"
+    " r.language, r.category, r.params, r.text, r.payload, r.fallback, r.meta, r.expires,"
+    " r.campaign, :now, :now"
+    " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, key text, hash text, kind text,"
+    " sender text, \"to\" text, template text, language text, category text, params jsonb,"
+    " text text, payload jsonb, fallback jsonb, meta jsonb, expires timestamptz, campaign uuid)"
+    " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
 
 
@@ -144,15 +150,21 @@ def _existing(key: str) -> tuple[uuid.UUID, str | None, str]:
     return row.id, row.request_hash, row.status
 
 
+def insert_rows(rows: list[dict[str, Any]], now: datetime) -> set[uuid.UUID]:
+    """Insert many notification rows in one statement (one transaction); the ids inserted."""
+    with session_scope() as s:
+        return set(s.execute(INSERT_SQL, {"rows": orjson.dumps(rows, default=str).decode(), "now": now})
+                   .scalars())
+
+
 def store(items: list[Prepared]) -> list[Accepted | IdempotencyConflict]:
     """Insert jobs in one transaction; returns one result per item, in order."""
     now = utcnow()
     results: list[Accepted | IdempotencyConflict | None] = [None] * len(items)
-    with session_scope() as s:
-        for i, p in enumerate(items):
-            got = s.execute(INSERT_SQL, _row(p, now)).scalar_one_or_none()
-            if got is not None:
-                results[i] = Accepted(id=str(p.id), status="queued")
+    inserted = insert_rows([_row(p, now) for p in items], now) if items else set()
+    for i, p in enumerate(items):
+        if p.id in inserted:
+            results[i] = Accepted(id=str(p.id), status="queued")
     fresh = [p for i, p in enumerate(items) if results[i] is not None]
     for i, p in enumerate(items):
         if results[i] is None:
@@ -203,35 +215,49 @@ def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:
     return result
 
 
+BULK_CHUNK = 1000
+
+
 def notify_many(items: list[Any]) -> list[Accepted | InvalidJob | IdempotencyConflict]:
-    """Many jobs in one transaction; a bad job yields its error and never rejects the rest."""
+    """Many jobs; a bad job yields its error and never rejects the rest.
+
+    Jobs are stored in transactions of up to 1,000 (one statement each). One result per
+    item, in order.
+    """
     settings = get_settings()
     catalogue = get_catalogue()
     out: list[Accepted | InvalidJob | IdempotencyConflict | None] = [None] * len(items)
-    good: list[tuple[int, Prepared]] = []
-    seen_keys: dict[str, int] = {}
-    for i, data in enumerate(items):
-        try:
-            p = prepare(data, settings=settings, catalogue=catalogue)
-        except InvalidJob as exc:
-            out[i] = exc
-            continue
-        if p.key is not None and p.key in seen_keys:
-            # The same key twice in one batch: the second is a duplicate of the first.
-            good.append((i, p))
-            continue
-        if p.key is not None:
-            seen_keys[p.key] = i
-        good.append((i, p))
-    first = [(i, p) for i, p in good if p.key is None or seen_keys.get(p.key) == i]
-    again = [(i, p) for i, p in good if not (p.key is None or seen_keys.get(p.key) == i)]
-    stored = store([p for _, p in first])
-    for (i, _), r in zip(first, stored, strict=True):
-        out[i] = r
-    if again:
-        stored2 = store([p for _, p in again])
-        for (i, _), r in zip(again, stored2, strict=True):
-            out[i] = r
+    chunks = [range(k, min(k + BULK_CHUNK, len(items))) for k in range(0, len(items), BULK_CHUNK)]
+
+    def prepare_chunk(idx: range) -> list[tuple[int, Prepared]]:
+        good: list[tuple[int, Prepared]] = []
+        for i in idx:
+            try:
+                good.append((i, prepare(items[i], settings=settings, catalogue=catalogue)))
+            except InvalidJob as exc:
+                out[i] = exc
+        return good
+
+    def store_chunk(good: list[tuple[int, Prepared]]) -> None:
+        # The same key twice in one chunk: the later ones are stored after the first, as
+        # duplicates of it (or conflicts, if their bodies differ).
+        seen: set[str] = set()
+        first: list[tuple[int, Prepared]] = []
+        again: list[tuple[int, Prepared]] = []
+        for i, p in good:
+            if p.key is not None and p.key in seen:
+                again.append((i, p))
+            else:
+                if p.key is not None:
+                    seen.add(p.key)
+                first.append((i, p))
+        for part in (first, again):
+            if part:
+                for (i, _), r in zip(part, store([p for _, p in part]), strict=True):
+                    out[i] = r
+
+    for idx in chunks:
+        store_chunk(prepare_chunk(idx))
     return [r for r in out if r is not None]
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 
+@lru_cache(maxsize=65536)  # repeat recipients (OTP users, reminders) skip the parse
 def normalize_e164(value: str, region: str | None = None) -> str:
     """Return the E.164 form of ``value`` or raise ValueError saying why it is not a number."""
     if not isinstance(value, str) or not value.strip():

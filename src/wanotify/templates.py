@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,11 +76,11 @@ class Template:
     fallback_email_body: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property
     def body_params(self) -> list[str]:
         return _placeholders(self.body)
 
-    @property
+    @cached_property
     def header_params(self) -> list[str]:
         if self.header_format == "text" and self.header_text:
             return _placeholders(self.header_text)
@@ -529,7 +531,19 @@ def load_catalogue(path: Path) -> Catalogue:
         return cat
 
 
+_current: tuple[float, str, Catalogue] | None = None
+
+
 def get_catalogue() -> Catalogue:
+    """The configured catalogue; its file is looked at again at most once a second."""
+    global _current
     from wanotify.config import get_settings
 
-    return load_catalogue(get_settings().templates_path)
+    path = str(get_settings().templates_path)
+    now = time.monotonic()
+    cur = _current
+    if cur is not None and cur[1] == path and now - cur[0] < 1.0:
+        return cur[2]
+    cat = load_catalogue(Path(path))
+    _current = (now, path, cat)
+    return cat

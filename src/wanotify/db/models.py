@@ -44,11 +44,11 @@ class Notification(Base):
     __tablename__ = "notifications"
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     channel: Mapped[str] = mapped_column(String(16), default="whatsapp")
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(20))
     sender: Mapped[str] = mapped_column(String(64))
     to_number: Mapped[str] = mapped_column(String(20))
     template: Mapped[str | None] = mapped_column(String(512))
@@ -60,10 +60,10 @@ class Notification(Base):
     fallback: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     expires_at: Mapped[datetime | None] = mapped_column(TS)
-    campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
-    wamid: Mapped[str | None] = mapped_column(String(128), index=True)
+    wamid: Mapped[str | None] = mapped_column(String(128))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted
     claim_token: Mapped[str | None] = mapped_column(String(40))
@@ -84,6 +84,10 @@ class Notification(Base):
                 "fallback IS NOT NULL AND fallback_state IS NULL AND status IN ('accepted', 'sent')"
             ),
         ),
+        Index("ix_notifications_wamid", "wamid", postgresql_where=text("wamid IS NOT NULL")),
+        Index("uq_notifications_idempotency_key_set", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+        Index("ix_notifications_campaign_id", "campaign_id", postgresql_where=text("campaign_id IS NOT NULL")),
         Index(
             "ix_notifications_open",
             "status",

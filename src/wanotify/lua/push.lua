@@ -5,12 +5,17 @@
 local p = ARGV[1]
 local lane = ARGV[2]
 local kick_ttl = tonumber(ARGV[3])
+-- One RPUSH and one SADD for the whole batch (callers send at most 500 entries).
+local ids = {}
 for i = 5, #ARGV do
   local e = ARGV[i]
-  redis.call('RPUSH', p .. 'q:' .. lane, e)
   local first = string.find(e, '|', 1, true)
   local second = string.find(e, '|', first + 1, true)
-  redis.call('SADD', p .. 'ids', string.sub(e, first + 1, second - 1))
+  ids[#ids + 1] = string.sub(e, first + 1, second - 1)
+end
+if #ids > 0 then
+  redis.call('RPUSH', p .. 'q:' .. lane, unpack(ARGV, 5))
+  redis.call('SADD', p .. 'ids', unpack(ids))
 end
 redis.call('SADD', 'wn:senders', ARGV[4])
 if redis.call('EXISTS', p .. 'owner') == 1 then

@@ -74,12 +74,14 @@ def dispatch_task(sender: str) -> dict[str, Any]:
 
 
 @celery_app.task(name="wanotify.ingest", bind=True, acks_late=True, max_retries=None)
-def ingest_task(self: Task, inbox_id: int | None = None) -> dict[str, Any]:
-    """Turn stored webhook bodies into status events and job statuses."""
+def ingest_task(self: Task, inbox_id: int | list[int] | None = None) -> dict[str, Any]:
+    """Turn stored webhook bodies (one id, a list, or the oldest pending) into status events
+    and job statuses."""
     from wanotify.ingest import ingest_inbox
 
+    ids = None if inbox_id is None else (list(inbox_id) if isinstance(inbox_id, list) else [inbox_id])
     try:
-        report = ingest_inbox([inbox_id] if inbox_id is not None else None)
+        report = ingest_inbox(ids, limit=max(200, len(ids or ())))
     except Exception as exc:  # Postgres away: the raw body is kept; try again
         raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
     if report.fallback_ids:
