@@ -111,6 +111,9 @@ def worker(ctx: typer.Context) -> None:
         args += ["--concurrency", "16"]
     if not any(a in ("-E", "--task-events") for a in args):
         args += ["--task-events"]
+    from wanotify.memory import limit_arenas
+
+    limit_arenas(2)  # before Celery starts its threads (see wanotify.memory)
     celery_app.worker_main(["worker", *args])
 
 
@@ -413,6 +416,23 @@ def bench_chaos(
     if jobs < 1:
         _fail("jobs must be at least 1")
     run_chaos(jobs=jobs, pg_down_s=pg_down, timeout=timeout)
+
+
+@bench_app.command("throughput")
+def bench_throughput(
+    runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 3,
+    quick: Annotated[bool, typer.Option(help="Small sizes (a smoke run; figures are rough).")] = False,
+    statuses_per_post: Annotated[int, typer.Option(help="Statuses per webhook POST (Meta batches).")] = 10,
+    latency: Annotated[list[float] | None, typer.Option(help="Sandbox latency in ms (repeatable).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """Send path, enqueue and webhook ingest against the textbook one-task-per-message baselines."""
+    from wanotify.bench.throughput import run as run_throughput
+
+    lat = tuple(latency) if latency else (0.0, 50.0)
+    if runs < 1 or statuses_per_post < 1 or any(x < 0 for x in lat):
+        _fail("runs and statuses-per-post must be at least 1, latencies at least 0")
+    run_throughput(runs=runs, quick=quick, per_post=statuses_per_post, latencies=lat, json_path=json_out)
 
 
 @bench_app.command("baseline-worker", hidden=True)

@@ -52,6 +52,7 @@ class Pacer:
         self.pair_interval_ms = pair_interval_ms
         self.pair_tolerance_ms = pair_interval_ms * max(0, pair_burst - 1)
         self.pair_tat: dict[str, float] = {}
+        self.pruned_at = 0.0
 
     async def wait_recipient(self, rcpt: str) -> None:
         """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
@@ -64,7 +65,10 @@ class Pacer:
     def sent_to(self, rcpt: str) -> None:
         now = now_ms()
         self.pair_tat[rcpt] = max(self.pair_tat.get(rcpt, 0.0), now) + self.pair_interval_ms
-        if len(self.pair_tat) > 50_000:  # forget recipients whose slots are all in the past
+        if now - self.pruned_at > 1000.0:
+            # Once a second, forget recipients whose slots are all in the past (such an entry
+            # constrains nothing): the map holds only the last pair interval's recipients.
+            self.pruned_at = now
             self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
 
     async def wait_turn(self, slot_ms: float) -> None:

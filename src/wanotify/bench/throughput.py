@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 import redis as redis_lib
 
@@ -232,6 +233,9 @@ class Enqueue:
     http_p50_ms: float | None = None
     http_p99_ms: float | None = None
     http_rate: float | None = None
+    paced_rate: float | None = None  # requests/s of the open-loop probe
+    paced_p50_ms: float | None = None
+    paced_p99_ms: float | None = None
     batch_rate: float | None = None
     bulk_rate: float | None = None
 
@@ -332,18 +336,21 @@ class Ingest:
     rate: float | None = None  # status events/s from the first POST to the last row
     p50_ms: float | None = None
     p99_ms: float | None = None
+    paced_rate: float | None = None  # POSTs/s of the open-loop probe
+    paced_p50_ms: float | None = None
+    paced_p99_ms: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def status_posts(targets: list[tuple[str, str]], per_post: int, secret: str, pnid: str,
-                 status: str) -> list[tuple[bytes, str]]:
+                 status: str, ts_offset: int = 0) -> list[tuple[bytes, str]]:
     """Signed webhook bodies in Meta's shape, ``per_post`` statuses each."""
     import orjson
 
     from wanotify.webhook_parse import sign
 
     out = []
-    ts = str(int(time.time()))
+    ts = str(int(time.time()) + ts_offset)
     for k in range(0, len(targets), per_post):
         statuses = [
             {"id": wamid, "status": status, "timestamp": ts, "recipient_id": rcpt,
@@ -390,6 +397,39 @@ def post_all(url: str, posts: list[tuple[bytes, str]], clients: int = 32) -> tup
     if errors:
         raise RuntimeError(f"webhook refused: HTTP {errors[:5]}")
     return lat, t0
+
+
+def paced(url: str, requests: list[tuple[bytes, dict[str, str]]], rate: float,
+          ok: tuple[int, ...] = (200, 202)) -> tuple[float | None, float | None]:
+    """Open loop: request *i* starts at ``i / rate`` s whatever the answers before it (as
+    Meta's webhooks or a service's enqueues arrive); latency is counted from that planned
+    instant, so a slow server cannot hide its queue. p50, p99 in ms."""
+    import asyncio
+
+    import aiohttp
+
+    lat: list[float] = []
+    errors: list[int] = []
+
+    async def one(conn: aiohttp.ClientSession, planned: float, body: bytes, headers: dict[str, str]) -> None:
+        delay = planned - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with conn.post(url, data=body, headers=headers) as resp:
+            await resp.read()
+            if resp.status not in ok:
+                errors.append(resp.status)
+        lat.append((time.perf_counter() - planned) * 1000)
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as conn:
+            t0 = time.perf_counter() + 0.2
+            await asyncio.gather(*(one(conn, t0 + i / rate, b, h) for i, (b, h) in enumerate(requests)))
+
+    asyncio.run(main())
+    if errors:
+        raise RuntimeError(f"paced requests refused: HTTP {errors[:5]}")
+    return percentile(lat, 0.5), percentile(lat, 0.99)
 
 
 def _count(sql: str) -> int:
@@ -449,3 +489,332 @@ def run_ingest_pair(env: BenchEnv, web_url: str, baseline_url: str, targets: lis
     base = run_ingest("ORM row per commit", f"{baseline_url}/webhooks/whatsapp", posts, events,
                       f"SELECT count(*) FROM {TABLE}")
     return ours, base
+
+
+# --- RSS over a long drain --------------------------------------------------------------
+
+
+def run_rss(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], total: int,
+            every: int = 10_000) -> list[tuple[int, float]]:
+    """One worker sends ``total`` messages (fed while it drains); its RSS every ``every``."""
+    import threading
+
+    from wanotify.intake import notify_many
+    from wanotify.procs import wait_worker
+
+    node = f"rss-{uuid.uuid4().hex[:4]}"
+    proc = env.start("worker-rss", ["worker", "-n", f"{node}@%h"], {"WANOTIFY_WORKER_METRICS_PORT": "0"})
+    wait_worker(env.redis_url, proc, timeout=60, node=node)
+    start_seq = _last_seq(sb_url)
+    failed: list[str] = []
+
+    def feed() -> None:
+        for k in range(0, total, 5000):
+            # Keep the backlog short: the worker, not the lanes, is what is measured.
+            wait_until(lambda k=k: _last_seq(sb_url) - start_seq >= k - 15_000, 600, 0.2)
+            for acc in notify_many(job_bodies(min(5000, total - k), senders, offset=start_seq + k)):
+                if not hasattr(acc, "id"):
+                    failed.append(str(acc))
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    samples: list[tuple[int, float]] = []
+    mark = every
+    deadline = time.monotonic() + max(600.0, total / 100)
+    while mark <= total and time.monotonic() < deadline:
+        if _last_seq(sb_url) - start_seq >= mark:
+            samples.append((mark, rss_mb([proc.pid])))
+            mark += every
+        else:
+            time.sleep(0.2)
+    t.join(5)
+    env.stop([proc])
+    if failed:
+        raise RuntimeError(f"bench jobs refused: {failed[:3]}")
+    return samples
+
+
+# --- the whole benchmark ----------------------------------------------------------------
+
+
+@dataclass
+class Sizes:
+    send_jobs: int = 20_000
+    noop_prefill: int = 8_000
+    window_s: float = 6.0
+    http_jobs: int = 6_000
+    batch_jobs: int = 20_000
+    bulk_jobs: int = 20_000
+    ingest_messages: int = 10_000
+    ingest_single_messages: int = 3_000
+    rss_sends: int = 100_000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(send_jobs=1_500, noop_prefill=1_500, window_s=1.5, http_jobs=600, batch_jobs=2_000,
+                   bulk_jobs=2_000, ingest_messages=500, ingest_single_messages=200, rss_sends=2_000)
+
+
+@dataclass
+class RunFigures:
+    drains: dict[str, Drain] = field(default_factory=dict)
+    enqueue: Enqueue = field(default_factory=Enqueue)
+    ingest: dict[str, Ingest] = field(default_factory=dict)
+
+
+BASELINES: list[tuple[str, str, int, dict[float, int]]] = [
+    # task, pool, concurrency, prefill per latency
+    ("naive_send", "prefork", 2, {0.0: 600, 50.0: 600}),
+    ("pooled_send", "prefork", 2, {0.0: 5_000, 50.0: 600}),
+    ("pooled_send", "threads", 32, {0.0: 4_000, 50.0: 4_000}),
+]
+
+
+def _scale(n: int, sizes: Sizes) -> int:
+    return max(200, int(n * sizes.window_s / 6.0))
+
+
+def one_run(i: int, sizes: Sizes, per_post: int, latencies: tuple[float, ...],
+            log: Any) -> RunFigures:
+    from wanotify.bench.common import bench_env, start_sandbox
+    from wanotify.procs import free_port, wait_http, wait_worker
+
+    figs = RunFigures()
+    senders = make_senders()
+    with bench_env("throughput", senders=senders) as env:
+        for lat in latencies:
+            sb, sb_url = start_sandbox(env, latency_ms=lat)
+            tag = f"{lat:g} ms"
+            if lat == latencies[0]:
+                figs.drains["noop"] = run_celery_baseline(
+                    env, sb_url, senders, "noop", "prefork", 2, sizes.noop_prefill, sizes.window_s)
+                log(f"run {i}: celery no-op {figs.drains['noop'].rate or 0:.0f}/s")
+            for task, pool, conc, prefill in BASELINES:
+                key = f"{task}/{pool}/{tag}"
+                figs.drains[key] = run_celery_baseline(
+                    env, sb_url, senders, task, pool, conc, _scale(prefill.get(lat, 1000), sizes),
+                    sizes.window_s)
+                log(f"run {i}: {key} {figs.drains[key].rate or 0:.0f}/s")
+            figs.drains[f"wanotify/{tag}"] = run_wanotify_send(env, sb_url, senders, sizes.send_jobs)
+            log(f"run {i}: wanotify {tag} {figs.drains[f'wanotify/{tag}'].rate or 0:.0f}/s")
+            if lat != latencies[-1]:
+                env.stop([sb])
+        # Enqueue: the web app alone (its jobs are set aside afterwards).
+        port = free_port()
+        web = env.start("web", ["web", "--port", str(port)])
+        web_url = f"http://127.0.0.1:{port}"
+        wait_http(f"{web_url}/healthz", web)
+        base = 10_000_000 * (i + 1)
+        run_http_enqueue(env, web_url, senders, min(1000, sizes.http_jobs), offset=base + 9_000_000)
+        p50, p99, rate = run_http_enqueue(env, web_url, senders, sizes.http_jobs, offset=base)
+        figs.enqueue = Enqueue(p50, p99, rate)
+        # Latency at half the measured capacity, open loop (requests arrive on a clock).
+        probe_rate = rate / 2
+        probe = [(orjson.dumps(b), _api_headers(env)) for b in
+                 job_bodies(int(probe_rate * sizes.window_s * 0.7), senders, offset=base + 3_000_000)]
+        figs.enqueue.paced_rate = probe_rate
+        figs.enqueue.paced_p50_ms, figs.enqueue.paced_p99_ms = paced(f"{web_url}/v1/notifications", probe,
+                                                                     probe_rate)
+        figs.enqueue.batch_rate = run_batch_enqueue(env, web_url, senders, sizes.batch_jobs,
+                                                    offset=base + 1_000_000)
+        figs.enqueue.bulk_rate = run_bulk_enqueue(senders, sizes.bulk_jobs, offset=base + 2_000_000)
+        log(f"run {i}: enqueue http {rate:.0f}/s p99 {p99 or 0:.1f} ms, batch "
+            f"{figs.enqueue.batch_rate:.0f}/s, bulk {figs.enqueue.bulk_rate:.0f}/s")
+        _set_aside_queued(env)
+        # Webhook ingest: the same signed bodies to wanotify (web + worker) and the baseline.
+        bport = free_port()
+        tb = env.start("textbook-web", ["bench", "textbook-web", "--port", str(bport)])
+        node = f"ingest-{uuid.uuid4().hex[:4]}"
+        worker = env.start("worker-ingest", ["worker", "-n", f"{node}@%h"],
+                           {"WANOTIFY_WORKER_METRICS_PORT": "0"})
+        wait_http(f"http://127.0.0.1:{bport}/docs", tb)
+        wait_worker(env.redis_url, worker, timeout=60, node=node)
+        targets = sent_targets(sizes.ingest_messages + sizes.ingest_single_messages + 300)
+        pnid = senders[0]["phone_number_id"]
+        # Warm both receivers (connections, caches, the worker's threads) on other messages.
+        warm, targets = targets[-300:], targets[:-300]
+        run_ingest_pair(env, web_url, f"http://127.0.0.1:{bport}", warm, per_post, pnid)
+        ours, base_i = run_ingest_pair(env, web_url, f"http://127.0.0.1:{bport}",
+                                       targets[: sizes.ingest_messages], per_post, pnid)
+        figs.ingest["ours"], figs.ingest["base"] = ours, base_i
+        ours1, base1 = run_ingest_pair(env, web_url, f"http://127.0.0.1:{bport}",
+                                       targets[sizes.ingest_messages :], 1, pnid)
+        figs.ingest["ours1"], figs.ingest["base1"] = ours1, base1
+        # Webhook answer latency at half the measured capacity, open loop, while ingesting.
+        if ours.rate:
+            probe_rate = ours.rate / per_post / 2
+            n_posts = int(probe_rate * sizes.window_s * 0.7)
+            later = targets[: n_posts * per_post]
+            bodies = status_posts(later, per_post, env.env["WANOTIFY_APP_SECRET"], pnid, "read",
+                                  ts_offset=60)
+            ours.paced_rate = probe_rate
+            ours.paced_p50_ms, ours.paced_p99_ms = paced(
+                f"{web_url}/webhooks/whatsapp",
+                [(b, {"Content-Type": "application/json", "X-Hub-Signature-256": sig}) for b, sig in bodies],
+                probe_rate, ok=(200,))
+        log(f"run {i}: ingest {ours.rate or 0:.0f} vs {base_i.rate or 0:.0f} events/s"
+            f" ({per_post}/POST); {ours1.rate or 0:.0f} vs {base1.rate or 0:.0f} (1/POST)")
+        env.stop([web, tb, worker])
+        if i == 1 and sizes.rss_sends:
+            figs.drains["rss"] = Drain("rss", sizes.rss_sends)
+            samples = run_rss(env, sb_url, senders, sizes.rss_sends, every=max(1000, sizes.rss_sends // 10))
+            figs.drains["rss"].notes = [f"{n}:{mb:.1f}" for n, mb in samples]
+            log("rss: " + ", ".join(f"{n:,} sends {mb:.0f} MB" for n, mb in samples))
+    return figs
+
+
+def _set_aside_queued(env: BenchEnv) -> None:
+    """The enqueue phase's jobs are not to be sent: expire them and empty Redis."""
+    from sqlalchemy import text
+
+    from wanotify.db import session_scope
+
+    with session_scope() as s:
+        s.execute(text("UPDATE notifications SET status = 'expired', finished_at = now()"
+                       " WHERE status IN ('queued', 'sending')"))
+    redis_lib.Redis.from_url(env.redis_url).flushdb()
+
+
+def run(runs: int = 3, quick: bool = False, per_post: int = 10,
+        latencies: tuple[float, ...] = (0.0, 50.0), json_path: str | None = None) -> dict[str, Any]:
+    import json
+    import os
+
+    from rich.console import Console
+
+    console = Console(width=max(140, Console().width))
+    sizes = Sizes.quick() if quick else Sizes()
+    console.print(f"[bold]bench throughput[/bold]: {runs} run(s), {os.cpu_count()} cores, sandbox latency "
+                  f"{', '.join(f'{x:g} ms' for x in latencies)}, {per_post} statuses per webhook POST")
+    all_runs = [one_run(i + 1, sizes, per_post, latencies, console.print) for i in range(runs)]
+    summary = summarise(all_runs, latencies, per_post)
+    summary["cores"] = os.cpu_count()
+    summary["runs"] = runs
+    print_report(summary, console)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def _med(values: list[float | None]) -> float | None:
+    from wanotify.bench.common import median
+
+    return median(values)
+
+
+def summarise(all_runs: list[RunFigures], latencies: tuple[float, ...], per_post: int) -> dict[str, Any]:
+    def drain(key: str, attr: str) -> float | None:
+        return _med([getattr(r.drains[key], attr) for r in all_runs if key in r.drains])
+
+    out: dict[str, Any] = {"per_post": per_post, "send": {}, "notes": []}
+    out["noop"] = drain("noop", "rate")
+    for lat in latencies:
+        tag = f"{lat:g} ms"
+        row: dict[str, Any] = {}
+        for task, pool, conc, _ in BASELINES:
+            key = f"{task}/{pool}/{tag}"
+            row[f"{task} ({pool}, c={conc})"] = {"rate": drain(key, "rate"),
+                                                 "cpu_per_1000": drain(key, "cpu_per_1000")}
+        pooled = max((v for k, v in row.items() if k.startswith("pooled")),
+                     key=lambda v: v["rate"] or 0.0)
+        ours = {"rate": drain(f"wanotify/{tag}", "rate"),
+                "cpu_per_1000": drain(f"wanotify/{tag}", "cpu_per_1000"),
+                "db_cpu_per_1000": drain(f"wanotify/{tag}", "db_cpu_per_1000"),
+                "rss_mb": drain(f"wanotify/{tag}", "rss_mb")}
+        row["wanotify"] = ours
+        row["best_pooled"] = pooled
+        row["x_pooled"] = _ratio(ours["rate"], pooled["rate"])
+        row["x_noop"] = _ratio(ours["rate"], out["noop"])
+        row["cpu_share_of_pooled"] = _ratio(ours["cpu_per_1000"], pooled["cpu_per_1000"])
+        out["send"][tag] = row
+        for r in all_runs:
+            for key, d in r.drains.items():
+                if key.endswith("/" + tag) and d.notes:
+                    out["notes"].append(f"{key}: {'; '.join(d.notes)}")
+    out["enqueue"] = {
+        "http_p50_ms": _med([r.enqueue.http_p50_ms for r in all_runs]),
+        "http_p99_ms": _med([r.enqueue.http_p99_ms for r in all_runs]),
+        "http_rate": _med([r.enqueue.http_rate for r in all_runs]),
+        "paced_rate": _med([r.enqueue.paced_rate for r in all_runs]),
+        "paced_p50_ms": _med([r.enqueue.paced_p50_ms for r in all_runs]),
+        "paced_p99_ms": _med([r.enqueue.paced_p99_ms for r in all_runs]),
+        "batch_rate": _med([r.enqueue.batch_rate for r in all_runs]),
+        "bulk_rate": _med([r.enqueue.bulk_rate for r in all_runs]),
+    }
+    ing: dict[str, Any] = {}
+    for key in ("ours", "base", "ours1", "base1"):
+        ing[key] = {"rate": _med([r.ingest[key].rate for r in all_runs]),
+                    "p50_ms": _med([r.ingest[key].p50_ms for r in all_runs]),
+                    "p99_ms": _med([r.ingest[key].p99_ms for r in all_runs]),
+                    "paced_rate": _med([r.ingest[key].paced_rate for r in all_runs]),
+                    "paced_p50_ms": _med([r.ingest[key].paced_p50_ms for r in all_runs]),
+                    "paced_p99_ms": _med([r.ingest[key].paced_p99_ms for r in all_runs])}
+        for r in all_runs:
+            if r.ingest[key].notes:
+                out["notes"].append(f"ingest {key}: {'; '.join(r.ingest[key].notes)}")
+    ing["x_base"] = _ratio(ing["ours"]["rate"], ing["base"]["rate"])
+    ing["x_base1"] = _ratio(ing["ours1"]["rate"], ing["base1"]["rate"])
+    out["ingest"] = ing
+    rss = [r.drains["rss"] for r in all_runs if "rss" in r.drains]
+    out["rss"] = [[int(n), float(mb)] for n, mb in (x.split(":") for x in rss[0].notes)] if rss else []
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def print_report(s: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    def f(v: float | None, spec: str = ".0f", suffix: str = "") -> str:
+        return "—" if v is None else f"{v:{spec}}{suffix}"
+
+    t = Table(title=f"wanotify bench throughput — medians of {s['runs']} run(s), {s['cores']} cores")
+    for col in ("figure", "wanotify", "baseline", "ratio", "goal"):
+        t.add_column(col, justify="right" if col != "figure" else "left")
+    t.add_row("Celery no-op task drain (ceiling of one task per message)", "", f(s["noop"], ".0f", "/s"), "", "")
+    for tag, row in s["send"].items():
+        for name, v in row.items():
+            if name.startswith(("naive", "pooled")):
+                t.add_row(f"  {name}, {tag}", "", f(v["rate"], ".0f", "/s"), "",
+                          f"CPU {f(v['cpu_per_1000'], '.2f')} s/1k")
+        ours, pooled = row["wanotify"], row["best_pooled"]
+        t.add_row(f"send path, {tag} (sends/s)", f(ours["rate"], ".0f", "/s"), f(pooled["rate"], ".0f", "/s"),
+                  f(row["x_pooled"], ".1f", "×"), "≥3× at 0 ms, ≥5× at 50 ms")
+        t.add_row(f"  vs the no-op ceiling, {tag}", "", f(s["noop"], ".0f", "/s"), f(row["x_noop"], ".1f", "×"),
+                  "≥1.5×")
+        t.add_row(f"  CPU s per 1,000 sends (worker + broker), {tag}", f(ours["cpu_per_1000"], ".2f"),
+                  f(pooled["cpu_per_1000"], ".2f"), f(row["cpu_share_of_pooled"], ".2f", "×"), "≤0.33×")
+        t.add_row(f"  + Postgres CPU s per 1,000 sends, {tag}", f(ours["db_cpu_per_1000"], ".2f"), "—", "", "")
+        t.add_row(f"  worker RSS after the drain, {tag}", f(ours["rss_mb"], ".0f", " MB"), "", "", "")
+    e = s["enqueue"]
+    t.add_row("POST /v1/notifications, 32 clients back to back: p50 / p99",
+              f"{f(e['http_p50_ms'], '.1f')} / {f(e['http_p99_ms'], '.1f')} ms", "", "", "p99 < 20 ms")
+    t.add_row("  jobs/s", f(e["http_rate"], ".0f", "/s"), "", "", "")
+    t.add_row(f"  open loop at {f(e['paced_rate'], '.0f', '/s')} (half capacity): p50 / p99",
+              f"{f(e['paced_p50_ms'], '.1f')} / {f(e['paced_p99_ms'], '.1f')} ms", "", "", "p99 < 20 ms")
+    t.add_row("POST /v1/notifications:batch (500/request, 4 clients)", f(e["batch_rate"], ".0f", "/s"), "", "",
+              "")
+    t.add_row("Python API in bulk (notify_many)", f(e["bulk_rate"], ".0f", "/s"), "", "", "≥5,000/s")
+    i = s["ingest"]
+    t.add_row(f"webhook ingest, {s['per_post']} statuses/POST (events/s)", f(i["ours"]["rate"], ".0f", "/s"),
+              f(i["base"]["rate"], ".0f", "/s"), f(i["x_base"], ".1f", "×"), "≥10×")
+    t.add_row("  webhook answer p50 / p99 while ingesting",
+              f"{f(i['ours']['p50_ms'], '.1f')} / {f(i['ours']['p99_ms'], '.1f')} ms",
+              f"{f(i['base']['p50_ms'], '.1f')} / {f(i['base']['p99_ms'], '.1f')} ms", "", "p99 < 50 ms")
+    t.add_row(f"  open loop at {f(i['ours']['paced_rate'], '.0f', ' POST/s')} (half capacity): p50 / p99",
+              f"{f(i['ours']['paced_p50_ms'], '.1f')} / {f(i['ours']['paced_p99_ms'], '.1f')} ms", "", "",
+              "p99 < 50 ms")
+    t.add_row("webhook ingest, 1 status/POST (events/s)", f(i["ours1"]["rate"], ".0f", "/s"),
+              f(i["base1"]["rate"], ".0f", "/s"), f(i["x_base1"], ".1f", "×"), "")
+    t.add_row("  webhook answer p50 / p99 while ingesting",
+              f"{f(i['ours1']['p50_ms'], '.1f')} / {f(i['ours1']['p99_ms'], '.1f')} ms",
+              f"{f(i['base1']['p50_ms'], '.1f')} / {f(i['base1']['p99_ms'], '.1f')} ms", "", "")
+    if s["rss"]:
+        t.add_row("worker RSS during a long drain (sends: MB)",
+                  ", ".join(f"{n // 1000}k: {mb:.0f}" for n, mb in s["rss"]), "", "", "< 250 MB, no growth")
+    console.print(t)
+    for n in s["notes"]:
+        console.print(f"[yellow]note:[/yellow] {n}")

@@ -58,3 +58,20 @@ def _child_metrics_gone(pid: int | None = None, **_: Any) -> None:
     from wanotify.metrics import mark_process_dead
 
     mark_process_dead(pid or os.getpid())
+
+
+_trimmed_at = 0.0
+
+
+@signals.task_postrun.connect
+def _trim_heap(**_: Any) -> None:
+    """Hand free heap pages back to the system at most every 10 s (see wanotify.memory)."""
+    import time
+
+    global _trimmed_at
+    now = time.monotonic()
+    if now - _trimmed_at > 10.0:
+        _trimmed_at = now
+        from wanotify.memory import trim
+
+        trim()
