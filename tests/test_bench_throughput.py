@@ -67,13 +67,13 @@ def test_summary_takes_medians_and_ratios_against_the_best_pooled_baseline() -> 
 
 
 @pytest.mark.slow
-def test_bench_throughput_quick_run_end_to_end(tmp_path: Path) -> None:
+def test_bench_throughput_quick_run_end_to_end(tmp_path: Path, services: dict[str, str]) -> None:
     """The command runs every phase through real processes and writes its figures (the
     figures of a quick run are not judged here: no timed assertions)."""
     out = tmp_path / "tp.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANOTIFY_")}
-    env["WANOTIFY_DATABASE_URL"] = os.environ["WANOTIFY_DATABASE_URL"]
-    env["WANOTIFY_REDIS_URL"] = os.environ["WANOTIFY_REDIS_URL"]
+    env["WANOTIFY_DATABASE_URL"] = services["database_url"]
+    env["WANOTIFY_REDIS_URL"] = services["redis_url"]
     r = subprocess.run([sys.executable, "-m", "wanotify", "bench", "throughput", "--runs", "1", "--quick",
                         "--latency", "0", "--json", str(out)], env=env, capture_output=True, text=True,
                        timeout=600)

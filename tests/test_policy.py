@@ -162,7 +162,7 @@ ORDER = ["queued", "sending", "accepted", "sent", "delivered", "read"]
 
 def test_status_tables() -> None:
     assert sorted(RANK, key=RANK.__getitem__) == ORDER
-    assert frozenset({"failed", "expired", "fallback_sms", "fallback_email", "cancelled"}) == TERMINAL
+    assert frozenset({"failed", "expired", "fallback_sms", "fallback_email", "cancelled", "opted_out"}) == TERMINAL
     assert set(ALL) == set(ORDER) | TERMINAL
     assert {"delivered", "read"} <= OUTCOMES and TERMINAL <= OUTCOMES
 

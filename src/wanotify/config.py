@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     sms_from: str = "WANOTIFY"
     smtp_url: str | None = None
     email_from: str = "notifications@wanotify.local"
-    quiet_hours: str = "21:00-09:00"
+    quiet_hours: str = "21:00-09:00"  # marketing waits in the recipient's zone ("off": never)
+    opt_out_keywords: str = "STOP,STOP ALL,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT,OPT OUT,OPTOUT"
+    opt_in_keywords: str = "START,UNSTOP,SUBSCRIBE,OPT IN,OPTIN"
     otp_delivery_deadline_s: float = Field(default=30.0, gt=0)
 
     # Delivery machinery (not part of the stable surface, but configurable).

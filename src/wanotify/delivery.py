@@ -26,6 +26,7 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempt_count: int
     has_fallback: bool = False
+    recipient_tz: str | None = None
 
 
 @dataclass
@@ -39,8 +40,8 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
     """What a provider outcome means for the job (the policy table plus the retry schedule)."""
     if result.ok:
         return Decision("done", status="accepted")
-    if result.skipped:
-        return Decision("pause", 5.0, status="queued")
+    if result.skipped:  # not sent (sender paused, quiet hours): held, no attempt burned
+        return Decision("pause", result.retry_after or 5.0, status="queued")
     policy = result.policy
     schedule = SCHEDULES[job.kind]
     if policy.pause_sender:
@@ -73,18 +74,35 @@ WITH ex AS (
   INSERT INTO status_events (notification_id, dedupe_key, status, source, at)
   SELECT id, 'expired:' || id::text, 'expired', 'worker', now() FROM ex
   ON CONFLICT DO NOTHING
+), oo AS (
+  UPDATE notifications n SET status = 'opted_out', finished_at = now(), updated_at = now(),
+    error_message = 'the recipient opted out of marketing messages', claim_token = NULL
+  FROM opt_outs o
+  WHERE n.id = ANY(%(ids)s) AND n.kind = 'marketing' AND n.status IN ('queued', 'sending')
+    AND o.phone = n.to_number AND o.opted_out
+  RETURNING n.id
+), ov AS (
+  INSERT INTO status_events (notification_id, dedupe_key, status, source, at)
+  SELECT id, 'opted_out:' || id::text, 'opted_out', 'worker', now() FROM oo
+  ON CONFLICT DO NOTHING
 ), cl AS (
   UPDATE notifications SET status = 'sending', claim_token = %(tok)s, claimed_at = now(),
     updated_at = now(), attempt_count = attempt_count + 1
   WHERE id = ANY(%(ids)s)
     AND (expires_at IS NULL OR expires_at >= now())
+    AND id NOT IN (SELECT id FROM oo)
+    AND (campaign_id IS NULL OR NOT EXISTS (
+         SELECT 1 FROM campaigns c WHERE c.id = campaign_id AND c.status = 'paused'))
     AND (status = 'queued'
          OR (status = 'sending' AND claimed_at < now() - make_interval(secs => %(lease)s)))
-  RETURNING id, kind, sender, to_number, payload, attempt_count, fallback IS NOT NULL AS has_fallback
+  RETURNING id, kind, sender, to_number, payload, attempt_count, fallback IS NOT NULL AS has_fallback,
+    recipient_tz
 )
-SELECT id, kind, sender, to_number, payload, attempt_count, has_fallback FROM cl
+SELECT id, kind, sender, to_number, payload, attempt_count, has_fallback, recipient_tz FROM cl
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM ex
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM ex
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM oo
 """
 
 
@@ -94,15 +112,17 @@ def claim(ids: list[uuid.UUID], token: str, lease_s: float) -> tuple[list[Claime
     A job already beyond ``sending`` (a redelivered entry whose send was accepted) is not
     returned, so it is never sent twice. A ``sending`` job whose claim is older than the
     lease belonged to a worker that died: it is claimed again. One statement, one round trip.
-    Returns (jobs to send, ids that expired).
+    A marketing job to a number that has opted out since it was queued ends ``opted_out``;
+    a paused campaign's jobs are left queued (resume puts them back in the lanes).
+    Returns (jobs to send, ids finished here: expired or opted out).
     """
     if not ids:
         return [], []
     with connection_scope() as conn:
         rows = conn.exec_driver_sql(CLAIM_SQL, {"ids": ids, "tok": token, "lease": lease_s}).all()
-    jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows if r[1] is not None]
-    expired = [r[0] for r in rows if r[1] is None]
-    return jobs, expired
+    jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows if r[1] is not None]
+    finished = [r[0] for r in rows if r[1] is None]  # expired, or to a number that opted out
+    return jobs, finished
 
 
 @dataclass

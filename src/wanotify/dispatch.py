@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiohttp
 import redis.asyncio as aredis
@@ -137,6 +138,9 @@ class Dispatcher:
         self.pacers: dict[str, Pacer] = {}
         self.paused: set[str] = set()  # senders this process saw paused
         self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
+        from wanotify.compliance import parse_window
+
+        self.quiet = parse_window(settings.quiet_hours)
 
     async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
         """Own ``sender`` for a time slice: reserve slots, claim, send each at its time."""
@@ -287,7 +291,7 @@ class Dispatcher:
     async def _feedback(self, sender: SenderConfig, outcomes: list[Outcome]) -> None:
         """Meta's throttling answers slow the number (130429) or the recipient (131056) down;
         account-level errors pause the number until an operator resumes it."""
-        paused = next((o for o in outcomes if o.decision.action == "pause"), None)
+        paused = next((o for o in outcomes if o.decision.action == "pause" and not o.result.skipped), None)
         if paused is not None:
             reason = {
                 "error_code": paused.result.error_code,
@@ -303,6 +307,11 @@ class Dispatcher:
                 sender.name, paused.result.error_code, paused.result.policy.title, sender.name,
                 extra={"sender": sender.name, "error_code": paused.result.error_code, "alert": True},
             )
+        spam = next((o.result.error_code for o in outcomes if o.result.error_code in (131048, 368)), None)
+        if spam is not None:  # spam / policy reports: stop this number's campaigns
+            from wanotify.campaigns import auto_pause
+
+            await asyncio.to_thread(auto_pause, f"Meta error {spam} on sender {sender.name}", sender=sender.name)
         if any(o.result.error_code in (130429, 4, 80007) for o in outcomes):
             log.warning("sender %s hit Meta's rate limit; slowing down for 10 s", sender.name)
             await self.lanes.slow_down(sender.name, 1.1, 10_000)
@@ -330,6 +339,13 @@ class Dispatcher:
         try:
             if prev is not None:
                 await asyncio.shield(prev)
+            if job.kind == "marketing" and self.quiet is not None:
+                from wanotify.compliance import quiet_wait_s
+
+                wait = quiet_wait_s(job.to_number, datetime.now(UTC), self.quiet, job.recipient_tz)
+                if wait > 0:  # quiet hours where the recipient is: held until they end
+                    return SendResult(False, None, None, None, "quiet hours", None, 0.0,
+                                      retry_after=wait, skipped=True)
             rcpt = job.to_number
             await pacer.wait_recipient(rcpt)
             await pacer.wait_turn(slot_ms)

@@ -129,6 +129,7 @@ class IngestReport:
     unmatched: int = 0
     messages: int = 0
     template_events: int = 0
+    preferences: int = 0
     problems: list[str] = field(default_factory=list)
     fallback_ids: list[uuid.UUID] = field(default_factory=list)  # failed jobs with a fallback
 
@@ -179,6 +180,7 @@ def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport
             _write_statuses(s, statuses, report)
         for p in parsed:
             _write(s, p, report)
+        _record_preferences(s, parsed, report)
         ok = [d["id"] for d in done if d["err"] is None]
         if ok:
             s.execute(
@@ -196,6 +198,29 @@ def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport
             )
         report.bodies = len(rows)
     return report
+
+
+def _record_preferences(s: Session, parsed: list[ParsedWebhook], report: IngestReport) -> None:
+    """Opt-out and opt-in keywords in inbound messages; Meta's marketing preference events."""
+    from wanotify.compliance import Preference, keyword_action, keyword_sets, record_preferences
+    from wanotify.config import get_settings
+
+    settings = get_settings()
+    stop, start = keyword_sets(settings.opt_out_keywords, settings.opt_in_keywords)
+    prefs: list[Preference] = []
+    for p in parsed:
+        for m in p.messages:
+            action = keyword_action(m.text, stop, start) if m.type in ("text", "button") else None
+            if action is not None and m.from_number:
+                prefs.append(Preference(m.from_number, action, m.timestamp, "keyword", (m.text or "")[:64]))
+        for e in p.preferences:
+            if e.phone_number and e.value in ("stop", "resume") and (
+                    e.category in (None, "marketing_messages")):
+                prefs.append(Preference(e.phone_number, e.value == "stop", e.timestamp, "meta_preference",
+                                        e.detail))
+    if prefs:
+        report.preferences += record_preferences(s, prefs)
+        log.info("marketing preferences recorded", extra={"changes": len(prefs)})
 
 
 def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
@@ -242,6 +267,14 @@ def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
             ],
         )
         report.template_events += len(p.templates)
+        from wanotify.campaigns import auto_pause
+
+        for t in p.templates:
+            bad = (t.kind == "status" and t.event.upper() in ("PAUSED", "DISABLED", "REJECTED")) or (
+                t.kind == "quality" and t.event.upper() == "RED")
+            if bad and t.name:
+                # Meta writes languages as en-US, the catalogue as en_US: every language of the name.
+                auto_pause(f"Meta: template {t.name} {t.kind} {t.event}", template=(t.name, None))
 
 
 def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestReport) -> None:

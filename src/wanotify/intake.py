@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import text
 
 from wanotify.config import Settings, get_settings
-from wanotify.db import session_scope
+from wanotify.db import autocommit_scope, session_scope
 from wanotify.errors import IdempotencyConflict, InvalidJob
 from wanotify.ids import uuid7
 from wanotify.jobs import QUEUE_FOR_KIND, Accepted, JobBody, parse_job, utcnow
@@ -122,6 +122,7 @@ def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> di
         "meta": j.metadata or None,
         "expires": j.effective_expiry(now),
         "campaign": str(campaign_id) if campaign_id else None,
+        "tz": j.timezone,
     }
 
 
@@ -130,13 +131,13 @@ def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> di
 INSERT_SQL = text(
     "INSERT INTO notifications (id, idempotency_key, request_hash, kind, channel, status, sender,"
     " to_number, template, language, category, params, text_body, payload, fallback, metadata,"
-    " expires_at, campaign_id, created_at, updated_at)"
+    " expires_at, campaign_id, recipient_tz, created_at, updated_at)"
     " SELECT r.id, r.key, r.hash, r.kind, 'whatsapp', 'queued', r.sender, r.to, r.template,"
     " r.language, r.category, r.params, r.text, r.payload, r.fallback, r.meta, r.expires,"
-    " r.campaign, :now, :now"
+    " r.campaign, r.tz, :now, :now"
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, key text, hash text, kind text,"
     " sender text, \"to\" text, template text, language text, category text, params jsonb,"
-    " text text, payload jsonb, fallback jsonb, meta jsonb, expires timestamptz, campaign uuid)"
+    " text text, payload jsonb, fallback jsonb, meta jsonb, expires timestamptz, campaign uuid, tz text)"
     " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
 
@@ -152,20 +153,39 @@ def _existing(key: str) -> tuple[uuid.UUID, str | None, str]:
 
 def insert_rows(rows: list[dict[str, Any]], now: datetime) -> set[uuid.UUID]:
     """Insert many notification rows in one statement (one transaction); the ids inserted."""
-    with session_scope() as s:
-        return set(s.execute(INSERT_SQL, {"rows": orjson.dumps(rows, default=str).decode(), "now": now})
+    # One statement is atomic by itself: no BEGIN/COMMIT round trips around it.
+    with autocommit_scope() as conn:
+        return set(conn.execute(INSERT_SQL, {"rows": orjson.dumps(rows, default=str).decode(), "now": now})
                    .scalars())
 
 
-def store(items: list[Prepared]) -> list[Accepted | IdempotencyConflict]:
+def refuse_opted_out(items: list[Prepared]) -> dict[int, InvalidJob]:
+    """Marketing to a number that opted out is refused (one query for the whole batch)."""
+    marketing = {p.body.to for p in items if p.body.kind == "marketing"}
+    if not marketing:
+        return {}
+    from wanotify.compliance import opted_out
+
+    with session_scope() as s:
+        out = opted_out(s, marketing)
+    return {i: InvalidJob([("to", "the recipient opted out of marketing messages")])
+            for i, p in enumerate(items) if p.body.kind == "marketing" and p.body.to in out}
+
+
+def store(items: list[Prepared], campaign_id: uuid.UUID | None = None
+          ) -> list[Accepted | IdempotencyConflict | InvalidJob]:
     """Insert jobs in one transaction; returns one result per item, in order."""
     now = utcnow()
-    results: list[Accepted | IdempotencyConflict | None] = [None] * len(items)
-    inserted = insert_rows([_row(p, now) for p in items], now) if items else set()
+    results: list[Accepted | IdempotencyConflict | InvalidJob | None] = [None] * len(items)
+    refused = refuse_opted_out(items)
+    for i, exc in refused.items():
+        results[i] = exc
+    todo = [p for i, p in enumerate(items) if i not in refused]
+    inserted = insert_rows([_row(p, now, campaign_id) for p in todo], now) if todo else set()
     for i, p in enumerate(items):
         if p.id in inserted:
             results[i] = Accepted(id=str(p.id), status="queued")
-    fresh = [p for i, p in enumerate(items) if results[i] is not None]
+    fresh = [p for p in todo if p.id in inserted]
     for i, p in enumerate(items):
         if results[i] is None:
             assert p.key is not None
@@ -210,7 +230,7 @@ def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:
     """Validate, store and enqueue one job. Raises InvalidJob or IdempotencyConflict."""
     p = prepare(data, idempotency_key=idempotency_key)
     (result,) = store([p])
-    if isinstance(result, IdempotencyConflict):
+    if isinstance(result, (IdempotencyConflict, InvalidJob)):
         raise result
     return result
 
@@ -218,7 +238,8 @@ def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:
 BULK_CHUNK = 1000
 
 
-def notify_many(items: list[Any]) -> list[Accepted | InvalidJob | IdempotencyConflict]:
+def notify_many(items: list[Any], campaign_id: uuid.UUID | None = None
+                ) -> list[Accepted | InvalidJob | IdempotencyConflict]:
     """Many jobs; a bad job yields its error and never rejects the rest.
 
     Jobs are stored in transactions of up to 1,000 (one statement each). One result per
@@ -253,7 +274,7 @@ def notify_many(items: list[Any]) -> list[Accepted | InvalidJob | IdempotencyCon
                 first.append((i, p))
         for part in (first, again):
             if part:
-                for (i, _), r in zip(part, store([p for _, p in part]), strict=True):
+                for (i, _), r in zip(part, store([p for _, p in part], campaign_id), strict=True):
                     out[i] = r
 
     for idx in chunks:

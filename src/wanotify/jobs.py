@@ -80,6 +80,17 @@ class JobBody(BaseModel):
     expires_at: datetime | None = None
     fallback: Fallback | None = None
     metadata: dict[str, str | int | float | bool | None] | None = Field(default=None, max_length=50)
+    #: The recipient's IANA time zone, for quiet hours (default: the number's region).
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        from wanotify.compliance import valid_zone
+
+        if v is not None and not valid_zone(v):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Kolkata)")
+        return v
 
     @field_validator("to")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # DESIGN.md: queued < sending < accepted < sent < delivered < read; only forward.
 RANK: dict[str, int] = {"queued": 0, "sending": 1, "accepted": 2, "sent": 3, "delivered": 4, "read": 5}
-TERMINAL = frozenset({"failed", "expired", "fallback_sms", "fallback_email", "cancelled"})
+TERMINAL = frozenset({"failed", "expired", "fallback_sms", "fallback_email", "cancelled", "opted_out"})
 # What the demo and users count as "has an outcome".
 OUTCOMES = frozenset({"delivered", "read", *TERMINAL})
 ALL = (*RANK, *sorted(TERMINAL))

@@ -47,8 +47,8 @@ def sweep(force: bool = False) -> dict[str, int]:
 
     spooled = drain_spool()  # bodies kept in Redis while Postgres was away
     pending = spooled + pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
-    for inbox_id in pending:
-        celery_app.send_task("wanotify.ingest", args=[inbox_id], queue="ingest")
+    for k in range(0, len(pending), 100):
+        celery_app.send_task("wanotify.ingest", args=[pending[k : k + 100]], queue="ingest")
     reconciled = reconcile_unmatched()
     from wanotify.fallback import due_for_deadline, stale_running, trigger
 
@@ -56,8 +56,11 @@ def sweep(force: bool = False) -> dict[str, int]:
     trigger(late, "not delivered within the deadline")
     again = stale_running(settings.lease_s)
     trigger(again, "fallback runner lost")
+    from wanotify.campaigns import tick
+
+    campaigns = tick()  # beat does this too; here it also runs where no beat is deployed
     out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "reconciled": reconciled,
-           "fallback_deadline": len(late), "fallback_retried": len(again)}
+           "fallback_deadline": len(late), "fallback_retried": len(again), **campaigns}
     if any(out.values()):
         log.info("sweep", extra=out)
     return out
@@ -71,6 +74,8 @@ def repush_stranded(lease_s: float, limit: int = 5000) -> int:
             text(
                 "SELECT id, sender, kind, to_number FROM notifications"
                 " WHERE status IN ('queued', 'sending') AND updated_at < :cut"
+                " AND (campaign_id IS NULL OR NOT EXISTS (SELECT 1 FROM campaigns c"
+                "      WHERE c.id = campaign_id AND c.status = 'paused'))"  # resume re-pushes those
                 " ORDER BY updated_at LIMIT :n"
             ),
             {"cut": cutoff, "n": limit},

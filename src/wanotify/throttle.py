@@ -116,6 +116,10 @@ class Tier:
         day = time.strftime("%Y%m%d", time.gmtime(now / 1000))
         return f"wn:tier:{{{self.portfolio}}}:{day}"
 
+    def used(self, r: Any, now: float | None = None) -> int:
+        """Unique recipients messaged today (UTC) across the portfolio."""
+        return int(r.scard(self.key(now if now is not None else time.time() * 1000)))
+
     def args(self, now: float) -> list[Any]:
         day_end = (int(now // 86_400_000) + 1) * 86_400_000
         mkt = max(0, int(self.limit * self.marketing_share))

@@ -60,6 +60,13 @@ def connection_scope() -> Iterator[Connection]:
 
 
 @contextmanager
+def autocommit_scope() -> Iterator[Connection]:
+    """A Core connection in autocommit: one statement, one round trip, atomic on its own."""
+    with get_engine().connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
 def session_scope() -> Iterator[Session]:
     """A transaction: commit on success, roll back on error."""
     get_engine()

@@ -6,6 +6,7 @@ import hmac
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ MAX_JOB_BYTES = 64 * 1024
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 MAX_BATCH = 1000
 MAX_WEBHOOK_BYTES = 3 * 1024 * 1024
+MAX_AUDIENCE_BYTES = 64 * 1024 * 1024  # ~1M CSV rows per upload; larger: several uploads or the CLI
 
 
 def _error(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None,
@@ -143,7 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 prepared = prepare(data, idempotency_key=key)
                 acc = await enqueue_writes.submit(prepared)
-                if isinstance(acc, IdempotencyConflict):
+                if isinstance(acc, (IdempotencyConflict, InvalidJob)):
                     raise acc
             except InvalidJob as exc:
                 JOBS_REJECTED.labels("api").inc()
@@ -195,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             jid = uuid.UUID(job_id)
         except ValueError:
-            raise ApiError(422, "invalid_id", "not a notification id",
+            raise ApiError(422, "invalid_id", "not a valid id",
                            [{"field": "id", "reason": "must be a UUID"}]) from None
         from wanotify.views import notification_view
 
@@ -234,6 +236,90 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ReplayRefused as exc:
             raise ApiError(409, "replay_refused", str(exc), [{"field": "id", "reason": str(exc)}]) from None
         return JSONResponse(out, status_code=202)
+
+    # ---- campaigns -----------------------------------------------------------------
+
+    from wanotify.campaigns import CampaignError
+
+    def _campaign_error(exc: CampaignError) -> ApiError:
+        code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_campaign")
+        return ApiError(exc.status, code, exc.reason, [{"field": exc.field, "reason": exc.reason}])
+
+    @app.post("/v1/campaigns", status_code=201, tags=["campaigns"])
+    async def create_campaign(request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        data = await _json_body(request, MAX_JOB_BYTES)
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_campaign", "body must be a JSON object",
+                           [{"field": "body", "reason": "must be a JSON object"}])
+        unknown = sorted(set(data) - {"name", "template", "language", "sender", "kind", "start_at", "cron"})
+        if unknown:
+            raise ApiError(422, "invalid_campaign", "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        for f in ("name", "template"):
+            if not isinstance(data.get(f), str):
+                raise ApiError(422, "invalid_campaign", f"{f} is required", [{"field": f, "reason": "required string"}])
+        start_at = None
+        if data.get("start_at") is not None:
+            try:
+                start_at = datetime.fromisoformat(str(data["start_at"]).replace("Z", "+00:00"))
+            except ValueError:
+                raise ApiError(422, "invalid_campaign", "start_at is not an ISO time",
+                               [{"field": "start_at", "reason": "not an ISO 8601 time"}]) from None
+        from wanotify.campaigns import create
+
+        try:
+            out = await run_in_threadpool(
+                create, data["name"], data["template"], str(data.get("language", "en")), data.get("sender"),
+                str(data.get("kind", "marketing")), start_at, data.get("cron"))
+        except CampaignError as exc:
+            raise _campaign_error(exc) from None
+        return JSONResponse(out, status_code=201)
+
+    @app.post("/v1/campaigns/{campaign_id}/audience", tags=["campaigns"])
+    async def campaign_audience(campaign_id: str, request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        cid = _uuid_or_422(campaign_id)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_AUDIENCE_BYTES:
+            raise _too_large(MAX_AUDIENCE_BYTES)
+        body = await request.body()
+        if len(body) > MAX_AUDIENCE_BYTES:
+            raise _too_large(MAX_AUDIENCE_BYTES)
+        from wanotify.campaigns import import_bytes
+
+        try:
+            report = await run_in_threadpool(import_bytes, cid, body, request.headers.get("content-type", ""))
+        except CampaignError as exc:
+            raise _campaign_error(exc) from None
+        return JSONResponse(report.as_json())
+
+    @app.get("/v1/campaigns/{campaign_id}", tags=["campaigns"])
+    async def get_campaign(campaign_id: str, request: Request) -> JSONResponse:
+        _authorize(request, settings)
+        cid = _uuid_or_422(campaign_id)
+        from wanotify.campaigns import status
+
+        try:
+            return JSONResponse(await run_in_threadpool(status, cid))
+        except CampaignError as exc:
+            raise _campaign_error(exc) from None
+
+    def _campaign_action(action: str) -> Any:
+        async def handler(campaign_id: str, request: Request) -> JSONResponse:
+            _authorize(request, settings)
+            cid = _uuid_or_422(campaign_id)
+            from wanotify.campaigns import change
+
+            try:
+                return JSONResponse(await run_in_threadpool(change, cid, action))
+            except CampaignError as exc:
+                raise _campaign_error(exc) from None
+
+        handler.__name__ = f"campaign_{action}"
+        return handler
+
+    for _action in ("start", "pause", "resume", "cancel"):
+        app.post(f"/v1/campaigns/{{campaign_id}}:{_action}", tags=["campaigns"])(_campaign_action(_action))
 
     # ---- Meta's webhook ------------------------------------------------------------
 
@@ -324,7 +410,7 @@ def _uuid_or_422(value: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise ApiError(422, "invalid_id", "not a notification id",
+        raise ApiError(422, "invalid_id", "not a valid id",
                        [{"field": "id", "reason": "must be a UUID"}]) from None
 
 

@@ -25,6 +25,13 @@ def make_app() -> Celery:
             "wanotify.ingest": {"queue": "ingest"},
             "wanotify.sweep": {"queue": "ingest"},
             "wanotify.fallback": {"queue": "fallback"},
+            "wanotify.campaign_fanout": {"queue": "bulk"},
+            "wanotify.campaigns_tick": {"queue": "bulk"},
+        },
+        # `wanotify beat`: scheduled campaigns start, running ones are fed, finished ones close.
+        beat_schedule={
+            "campaigns-tick": {"task": "wanotify.campaigns_tick", "schedule": 5.0,
+                               "options": {"queue": "bulk", "expires": 30}},
         },
         task_serializer="json",
         accept_content=["json"],

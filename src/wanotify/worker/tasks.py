@@ -109,3 +109,31 @@ def sweep_task() -> dict[str, int]:
     from wanotify.sweeper import sweep
 
     return sweep()
+
+
+@celery_app.task(name="wanotify.campaign_fanout", bind=True, acks_late=True, max_retries=None)
+def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
+    """Enqueue the next chunk of a running campaign; again in a second while some remain."""
+    import uuid
+
+    from wanotify.campaigns import CampaignError, fan_out, has_pending, kick_fanout
+
+    cid = uuid.UUID(campaign_id)
+    try:
+        n = fan_out(cid)
+    except CampaignError:
+        return {"campaign": campaign_id, "enqueued": 0}
+    except Exception as exc:  # Postgres away: beat's tick re-kicks too
+        raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
+    if n:
+        kick_fanout(cid)  # more may be pending; the lane's room decides how much goes
+    elif has_pending(cid):
+        kick_fanout(cid, countdown=2.0)  # the lanes are full: look again shortly
+    return {"campaign": campaign_id, "enqueued": n}
+
+
+@celery_app.task(name="wanotify.campaigns_tick")
+def campaigns_tick_task() -> dict[str, int]:
+    from wanotify.campaigns import tick
+
+    return tick()

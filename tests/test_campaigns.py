@@ -1,0 +1,226 @@
+"""Campaigns: audience import, state changes, the daily budget, and a run end to end."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from wanotify.campaigns import CampaignError, change, create, import_audience, status
+from wanotify.compliance import Preference, record_preferences
+
+
+def _rnd() -> str:
+    return f"+9198{uuid.uuid4().int % 10**8:08d}"
+
+
+def _campaign(**kw: Any) -> uuid.UUID:
+    return uuid.UUID(create(kw.pop("name", "Winter sale"), kw.pop("template", "seasonal_sale"), **kw)["id"])
+
+
+def test_csv_import_validates_every_row_and_reports_lines(db: Any) -> None:
+    cid = _campaign()
+    opted, dup = _rnd(), _rnd()
+    with db() as s:
+        record_preferences(s, [Preference(opted, True, datetime.now(UTC), "keyword")])
+    csv_text = "\n".join([
+        "to,body_1,body_2,tz,email",          # 1
+        f"{_rnd()},Asha,20%,Asia/Kolkata,",   # 2 ok
+        f"{dup},Ravi,10%,,ravi@example.com",  # 3 ok
+        "+91123,Bad,10%,,",                   # 4 phone
+        f"{_rnd()},Meera,,,",                 # 5 empty body_2
+        f"{_rnd()},Too,many,cells,,x",        # 6 cell count
+        f"{_rnd()},Zed,5%,Mars/Base,",        # 7 tz
+        f"{dup},Ravi again,15%,,",            # 8 duplicate
+        f"{opted},Opted,30%,,",               # 9 opted out
+        "",                                   # 10 blank
+        f'{_rnd()},"Line\nbreak",25%,,',      # 11-12 quoted newline: ok
+        f"{_rnd()},Last,{'x' * 1100},,",      # 13 too long
+    ])
+    r = import_audience(cid, io.StringIO(csv_text, newline=""))
+    assert r.accepted == 3 and r.duplicates == 1 and r.opted_out == 1
+    assert [(x["line"], x["reason"].split(":")[0]) for x in r.rejected] == [
+        (4, "to"), (5, "body_2"), (6, "6 cells; the header has 5"), (7, "tz"), (13, "body_2")]
+    assert "missing parameter" in r.rejected[1]["reason"]
+    st = status(cid)
+    assert st["counts"]["total"] == 4 and st["counts"]["rejected"] == 5 and st["counts"]["opted_out"] == 1
+
+
+def test_jsonl_import_and_a_header_without_to(db: Any) -> None:
+    cid = _campaign()
+    lines = [f'{{"to": "{_rnd()}", "params": ["Asha", "20%"], "tz": "Europe/London"}}', "not json",
+             f'{{"to": "{_rnd()}", "params": ["Only one"]}}']
+    r = import_audience(cid, io.StringIO("\n".join(lines)), "jsonl")
+    assert r.accepted == 1 and [x["line"] for x in r.rejected] == [2, 3]
+    r2 = import_audience(cid, io.StringIO("phone,body_1\n+919811176543,x\n", newline=""))
+    assert r2.rejected == [{"line": 1, "reason": "the header has no 'to' column"}]
+
+
+def test_state_changes_and_their_refusals(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda cid, countdown=None: None)
+    cid = _campaign(kind="transactional", template="appointment_reminder")
+    with pytest.raises(CampaignError) as e:
+        change(cid, "start")
+    assert e.value.status == 409 and e.value.field == "audience"
+    import_audience(cid, io.StringIO(f"to,body_1,body_2,body_3\n{_rnd()},Asha,3 Dec,10:30\n", newline=""))
+    for action, want in (("start", "running"), ("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        assert change(cid, action)["status"] == want
+    for action in ("start", "pause", "resume", "cancel"):
+        with pytest.raises(CampaignError) as e:
+            change(cid, action)
+        assert e.value.status == 409
+    with pytest.raises(CampaignError):
+        import_audience(cid, io.StringIO("to,body_1\n", newline=""))
+    later = _campaign(start_at=datetime.now(UTC) + timedelta(hours=1))
+    import_audience(later, io.StringIO(f"to,body_1,body_2\n{_rnd()},A,5%\n", newline=""))
+    assert change(later, "start")["status"] == "scheduled"
+    with pytest.raises(CampaignError) as e:
+        change(uuid.uuid4(), "start")
+    assert e.value.status == 404
+
+
+def test_bad_campaigns_are_refused_naming_the_field(db: Any) -> None:
+    for kw, field in ((dict(template="nope"), "template"), (dict(sender="ghost"), "sender"),
+                      (dict(kind="otp"), "kind"), (dict(start_at=datetime(2026, 12, 1)), "start_at"),
+                      (dict(cron="0 9 * * *"), "cron")):
+        with pytest.raises(CampaignError) as e:
+            _campaign(**kw)
+        assert e.value.field == field and e.value.status == 422
+
+
+def test_the_daily_budget_refuses_a_campaign_too_large(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import os
+
+    from wanotify.config import reset_settings
+
+    senders = json.loads(os.environ["WANOTIFY_SENDERS"])
+    senders[0]["daily_unique_limit"] = 3  # marketing may use 80%: 2 recipients
+    monkeypatch.setenv("WANOTIFY_SENDERS", json.dumps(senders))
+    reset_settings()
+    try:
+        cid = _campaign()
+        rows = "".join(f"{_rnd()},A,5%\n" for _ in range(3))
+        import_audience(cid, io.StringIO("to,body_1,body_2\n" + rows, newline=""))
+        with pytest.raises(CampaignError) as e:
+            change(cid, "start")
+        assert e.value.status == 409 and "3 recipients" in e.value.reason and "2 of 3" in e.value.reason
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+def test_a_campaign_end_to_end_with_pause_and_resume(stack: Any, db: Any) -> None:
+    """HTTP only: create, upload, start, pause mid-way (nothing goes while paused), resume;
+    every recipient gets exactly one message; counts add up."""
+    from conftest import wait_for
+
+    n = 240  # three seconds at 80 mps
+    phones = [_rnd() for _ in range(n)]
+    csv_text = "to,body_1,body_2\n" + "".join(f"{p},Guest {i},{i % 50}%\n" for i, p in enumerate(phones))
+    csv_text += "+91123,Bad,1%\n"
+    with stack.api() as api, stack.sandbox() as sb:
+        before = sb.get("/_sandbox/messages", params={"limit": 1}).json()["last_seq"]
+        r = api.post("/v1/campaigns", json={"name": "Winter", "template": "seasonal_sale", "language": "en"})
+        assert r.status_code == 201 and r.json()["status"] == "draft"
+        cid = r.json()["id"]
+        up = api.post(f"/v1/campaigns/{cid}/audience", content=csv_text.encode(),
+                      headers={"Content-Type": "text/csv"})
+        assert up.status_code == 200 and up.json()["accepted"] == n
+        assert up.json()["rejected"] == [{"line": n + 2, "reason": up.json()["rejected"][0]["reason"]}]
+        assert api.post(f"/v1/campaigns/{cid}:start").json()["status"] == "running"
+
+        def sent() -> int:
+            log = sb.get("/_sandbox/messages", params={"after": before, "limit": 100000}).json()["data"]
+            return sum(1 for m in log if m["code"] == 0)
+
+        wait_for(lambda: sent() >= 40, what="sending started")
+        assert api.post(f"/v1/campaigns/{cid}:pause").json()["status"] == "paused"
+        time.sleep(1.0)  # what was already at the gate may still go
+        at_pause = sent()
+        time.sleep(2.5)
+        assert sent() == at_pause < n  # nothing while paused
+        assert api.post(f"/v1/campaigns/{cid}:resume").json()["status"] == "running"
+        wait_for(lambda: api.get(f"/v1/campaigns/{cid}").json()["counts"]["delivered"]
+                 + api.get(f"/v1/campaigns/{cid}").json()["counts"]["read"] == n, timeout=60,
+                 what="every recipient delivered")
+        log = sb.get("/_sandbox/messages", params={"after": before, "limit": 100000}).json()["data"]
+        mine = {p.lstrip("+") for p in phones}  # (other tests' held jobs may go meanwhile)
+        got = [m["to"].lstrip("+") for m in log if m["code"] == 0 and m["to"].lstrip("+") in mine]
+        dupes = sorted({g for g in got if got.count(g) > 1})
+        assert not dupes, f"sent twice: {dupes}"
+        assert sorted(got) == sorted(p.lstrip("+") for p in phones)  # each exactly once
+        st = api.get(f"/v1/campaigns/{cid}").json()
+        assert st["counts"]["total"] == n and st["counts"]["rejected"] == 1
+        assert st["cost"]["billable"] >= 1 and "marketing" in st["cost"]["billable_by_category"]
+        wait_for(lambda: api.get(f"/v1/campaigns/{cid}").json()["status"] == "completed", timeout=30,
+                 what="completed")
+        assert api.post(f"/v1/campaigns/{cid}:pause").status_code == 409
+        assert api.get(f"/v1/campaigns/{uuid.uuid4()}").status_code == 404
+        assert api.get("/v1/campaigns/nope").status_code == 422
+    assert httpx.get(f"{stack.web_url}/v1/campaigns/{cid}").status_code == 401
+
+
+def test_cancel_ends_queued_jobs_at_once(stack: Any, db: Any) -> None:
+    from conftest import wait_for
+
+    n = 400
+    csv_text = "to,body_1,body_2\n" + "".join(f"{_rnd()},G,{i % 50}%\n" for i in range(n))
+    with stack.api() as api:
+        cid = api.post("/v1/campaigns", json={"name": "Cancel me", "template": "seasonal_sale"}).json()["id"]
+        api.post(f"/v1/campaigns/{cid}/audience", content=csv_text.encode(), headers={"Content-Type": "text/csv"})
+        api.post(f"/v1/campaigns/{cid}:start")
+        wait_for(lambda: api.get(f"/v1/campaigns/{cid}").json()["counts"]["accepted"]
+                 + api.get(f"/v1/campaigns/{cid}").json()["counts"]["delivered"] > 10, what="sending")
+        assert api.post(f"/v1/campaigns/{cid}:cancel").json()["status"] == "cancelled"
+        time.sleep(2.0)
+        st = api.get(f"/v1/campaigns/{cid}").json()
+        c = st["counts"]
+    assert c["cancelled"] > 0 and c["queued"] == 0
+    with db() as s:
+        open_jobs = s.execute(text("SELECT count(*) FROM notifications WHERE campaign_id = :c"
+                                   " AND status IN ('queued', 'sending')"), {"c": cid}).scalar_one()
+    assert open_jobs == 0
+
+
+def _running(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> uuid.UUID:
+    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda cid, countdown=None: None)
+    cid = _campaign(**kw)
+    n = 3 if kw.get("template") == "appointment_reminder" else 2
+    head = ",".join(f"body_{i}" for i in range(1, n + 1))
+    import_audience(cid, io.StringIO(f"to,{head}\n{_rnd()}," + ",".join("x" * n) + "\n", newline=""))
+    assert change(cid, "start")["status"] == "running"
+    return cid
+
+
+@pytest.mark.parametrize("fixture", ["template_status_paused.json", "template_quality_update_red.json"])
+def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
+        db: Any, monkeypatch: pytest.MonkeyPatch, fixture: str) -> None:
+    import json
+    from pathlib import Path
+
+    from wanotify.ingest import ingest_inbox, store_webhooks
+
+    cid = _running(monkeypatch)
+    other = _running(monkeypatch, template="appointment_reminder", kind="transactional")
+    doc = json.loads((Path(__file__).parent / "data" / "webhooks" / fixture).read_text())
+    doc["entry"][0]["changes"][0]["value"]["message_template_name"] = "seasonal_sale"
+    ingest_inbox(store_webhooks([json.dumps(doc).encode()]))
+    st = status(cid)
+    assert st["status"] == "paused" and "seasonal_sale" in st["status_reason"]
+    assert status(other)["status"] == "running"
+    assert change(cid, "resume")["status"] == "running"  # an operator decides
+
+
+def test_spam_or_policy_errors_pause_the_senders_campaigns(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wanotify.campaigns import auto_pause
+
+    cid = _running(monkeypatch)
+    assert str(cid) in auto_pause("Meta error 131048 on sender main", sender="main")
+    assert status(cid)["status"] == "paused" and "131048" in status(cid)["status_reason"]
