@@ -303,6 +303,7 @@ def change(cid: uuid.UUID, action: str, reason: str | None = None) -> dict[str, 
     if new == "running":
         if action == "resume":
             _repush_queued(cid)
+        end_fanout(cid)  # a chain from before the pause has stopped: start afresh
         kick_fanout(cid)
     return {"id": str(cid), "status": new}
 
@@ -382,15 +383,16 @@ def auto_pause(reason: str, *, template: tuple[str, str | None] | None = None,
 
 
 def lane_room(sender: str) -> int:
-    """How many more campaign jobs the sender's lanes should take now (about a minute's
-    worth at the number's rate, at least 2,000)."""
+    """How many more campaign jobs the sender's lanes should take now (about ten seconds'
+    worth at the number's rate, at least 2,000): the fan-out keeps pace with the drain
+    instead of racing it for the CPU."""
     from wanotify.config import get_settings
     from wanotify.intake import get_redis
     from wanotify.throttle import Lanes
 
     s = get_settings().sender(sender)
     d = Lanes(get_redis()).depths(sender)
-    return max(0, max(2000, s.mps * 60) - d["marketing"] - d["transactional"])
+    return max(0, max(2000, s.mps * 10) - d["marketing"] - d["transactional"])
 
 
 def fan_out(cid: uuid.UUID, limit: int = FANOUT_CHUNK) -> int:
@@ -427,6 +429,15 @@ def fan_out(cid: uuid.UUID, limit: int = FANOUT_CHUNK) -> int:
     return len(done)
 
 
+def fanout_rate(cid: uuid.UUID) -> float:
+    """The campaign sender's messages/s limit."""
+    from wanotify.config import get_settings
+
+    with session_scope() as s:
+        sender = s.execute(text("SELECT sender FROM campaigns WHERE id = :id"), {"id": cid}).scalar_one()
+    return float(get_settings().sender(sender).mps)
+
+
 def has_pending(cid: uuid.UUID) -> bool:
     """A running campaign with recipients not yet enqueued."""
     with session_scope() as s:
@@ -435,10 +446,34 @@ def has_pending(cid: uuid.UUID) -> bool:
             " WHERE c.id = :id AND c.status = 'running' AND r.state = 'pending')"), {"id": cid}).scalar_one())
 
 
-def kick_fanout(cid: uuid.UUID, countdown: float | None = None) -> None:
+FANOUT_LEASE_MS = 30_000
+
+
+def _fanout_key(cid: uuid.UUID) -> str:
+    return f"wn:campaign:{cid}:fanout"
+
+
+def kick_fanout(cid: uuid.UUID, countdown: float | None = None, chain: bool = False) -> bool:
+    """Start the campaign's fan-out chain, unless one is alive (one chain per campaign: its
+    task re-kicks itself with ``chain=True``; a chain that died is restarted by the tick
+    once its lease lapses)."""
+    from wanotify.intake import get_redis
     from wanotify.worker.app import celery_app
 
+    r = get_redis()
+    key = _fanout_key(cid)
+    if chain:
+        r.set(key, "1", px=FANOUT_LEASE_MS)
+    elif not r.set(key, "1", nx=True, px=FANOUT_LEASE_MS):
+        return False
     celery_app.send_task("wanotify.campaign_fanout", args=[str(cid)], queue="bulk", countdown=countdown)
+    return True
+
+
+def end_fanout(cid: uuid.UUID) -> None:
+    from wanotify.intake import get_redis
+
+    get_redis().delete(_fanout_key(cid))
 
 
 def tick() -> dict[str, int]:
@@ -458,8 +493,8 @@ def tick() -> dict[str, int]:
             " RETURNING id")).scalars().all()
         out["completed"] = len(finished)
     for cid in set(running) - set(finished):
-        kick_fanout(cid)
-        out["kicked"] += 1
+        if kick_fanout(cid):
+            out["kicked"] += 1
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,10 @@ class Runtime:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 200)
+        # The send loop shares the GIL with Celery's threads (a campaign fan-out validating a
+        # chunk, an ingest parsing bodies): hand it over every millisecond, not every 5 ms,
+        # or the loop, and the OTPs it carries, wait behind them.
+        sys.setswitchinterval(0.001)
 
     async def _make_http(self) -> aiohttp.ClientSession:
         return new_client(self.settings)

@@ -24,4 +24,10 @@ end
 if redis.call('SET', p .. 'kick', lane, 'NX', 'PX', kick_ttl) then
   return 1
 end
+-- An OTP never waits behind a pending kick for slower work (it may sit in a busy queue):
+-- it gets its own kick on the otp queue, once.
+if lane == 'o' and redis.call('GET', p .. 'kick') ~= 'o' then
+  redis.call('SET', p .. 'kick', 'o', 'PX', kick_ttl)
+  return 1
+end
 return 0

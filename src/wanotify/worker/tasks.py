@@ -114,21 +114,36 @@ def sweep_task() -> dict[str, int]:
 @celery_app.task(name="wanotify.campaign_fanout", bind=True, acks_late=True, max_retries=None)
 def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
     """Enqueue the next chunk of a running campaign; again in a second while some remain."""
+    import time
     import uuid
 
-    from wanotify.campaigns import CampaignError, fan_out, has_pending, kick_fanout
+    from wanotify.campaigns import (
+        CampaignError,
+        end_fanout,
+        fan_out,
+        fanout_rate,
+        has_pending,
+        kick_fanout,
+    )
 
     cid = uuid.UUID(campaign_id)
+    began = time.monotonic()
     try:
         n = fan_out(cid)
     except CampaignError:
+        end_fanout(cid)
         return {"campaign": campaign_id, "enqueued": 0}
-    except Exception as exc:  # Postgres away: beat's tick re-kicks too
+    except Exception as exc:  # Postgres away: the tick restarts the chain if this gives up
         raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
     if n:
-        kick_fanout(cid)  # more may be pending; the lane's room decides how much goes
+        # More may be pending: go on at about 1.25x the number's rate (enough to stay ahead of
+        # the drain, never a burst that takes the CPU from the sends and the OTPs).
+        pace = n / (1.25 * fanout_rate(cid)) - (time.monotonic() - began)
+        kick_fanout(cid, countdown=pace if pace > 0.01 else None, chain=True)
     elif has_pending(cid):
-        kick_fanout(cid, countdown=2.0)  # the lanes are full: look again shortly
+        kick_fanout(cid, countdown=2.0, chain=True)  # the lanes are full: look again shortly
+    else:
+        end_fanout(cid)
     return {"campaign": campaign_id, "enqueued": n}
 
 
