@@ -116,7 +116,12 @@ def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
-        replies = app.control.ping(timeout=0.5)
+        try:
+            replies = app.control.ping(timeout=0.5)
+        except Exception:  # the broker dropped our connection (a restart, a client kill): again
+            app = Celery("wanotify-ping", broker=broker_url)
+            time.sleep(0.2)
+            continue
         names = [k for r in replies for k in r]
         if names and (node is None or any(n.split("@")[0] == node.split("@")[0] for n in names)):
             return

@@ -564,7 +564,7 @@ class Sizes:
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(send_jobs=1_500, noop_prefill=1_500, window_s=1.5, http_jobs=600, batch_jobs=2_000,
+        return cls(send_jobs=1_500, noop_prefill=5_000, window_s=1.5, http_jobs=600, batch_jobs=2_000,
                    bulk_jobs=2_000, ingest_messages=500, ingest_single_messages=200, rss_sends=2_000)
 
 
