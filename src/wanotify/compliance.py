@@ -31,6 +31,7 @@ def _norm(s: str) -> str:
     return _SPACES.sub(" ", _NOT_WORD.sub(" ", s)).strip().upper()
 
 
+@lru_cache(maxsize=8)  # parsed once per configuration, not per ingest batch
 def keyword_sets(opt_out: str, opt_in: str) -> tuple[frozenset[str], frozenset[str]]:
     return (frozenset(_norm(k) for k in opt_out.split(",") if k.strip()),
             frozenset(_norm(k) for k in opt_in.split(",") if k.strip()))

@@ -202,6 +202,8 @@ def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport
 
 def _record_preferences(s: Session, parsed: list[ParsedWebhook], report: IngestReport) -> None:
     """Opt-out and opt-in keywords in inbound messages; Meta's marketing preference events."""
+    if not any(p.messages or p.preferences for p in parsed):  # the usual batch: statuses only
+        return
     from wanotify.compliance import Preference, keyword_action, keyword_sets, record_preferences
     from wanotify.config import get_settings
 

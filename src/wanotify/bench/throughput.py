@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 import psutil
 import redis as redis_lib
@@ -22,6 +21,7 @@ import redis as redis_lib
 from wanotify.bench.common import (
     BenchEnv,
     CpuMeter,
+    last_seq,
     percentile,
     sandbox_log,
     server_pid,
@@ -132,7 +132,7 @@ def run_wanotify_send(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]],
     r = get_redis()
     for s in senders:
         r.set(prefix(s["name"]) + "owner", "bench-hold", px=600_000)
-    start_seq = _last_seq(sb_url)
+    start_seq = last_seq(sb_url)
     bodies = job_bodies(n, senders, offset=start_seq)
     for k in range(0, n, 2000):
         for acc in notify_many(bodies[k : k + 2000]):
@@ -153,7 +153,7 @@ def run_wanotify_send(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]],
     for s in senders:
         r.delete(prefix(s["name"]) + "owner")
         kick(s["name"], "transactional")
-    ok = wait_until(lambda: _last_seq(sb_url) - start_seq >= n, timeout, 0.1)
+    ok = wait_until(lambda: last_seq(sb_url) - start_seq >= n, timeout, 0.1)
     wall = time.time() - t0
     cpu, db_cpu = meter.used(), pg.used()
     mem = rss_mb([p.pid for p in procs])
@@ -164,10 +164,6 @@ def run_wanotify_send(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]],
     if not ok:
         res.notes.append(f"only {len(log)} of {n} sent within {timeout:.0f}s")
     return res
-
-
-def _last_seq(url: str) -> int:
-    return int(httpx.get(f"{url}/_sandbox/messages", params={"limit": 1}, timeout=10).json()["last_seq"])
 
 
 # --- the textbook Celery baselines ------------------------------------------------------
@@ -192,12 +188,12 @@ def run_celery_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]
                 payload = {"messaging_product": "whatsapp", "to": body["to"].lstrip("+"), "type": "text",
                            "text": {"body": f"Order {body['params']['body'][1]} confirmed"}}
                 celery.send_task(f"textbook.{task}", args=[url, s["access_token"], payload], producer=producer)
-    start_seq = _last_seq(sb_url)
+    start_seq = last_seq(sb_url)
 
     def progress() -> int:
         if task == "noop":
             return int(r.get(COUNTER) or 0)
-        return _last_seq(sb_url) - start_seq
+        return last_seq(sb_url) - start_seq
 
     node = f"tb-{uuid.uuid4().hex[:6]}"
     proc = env.start(f"textbook-{task}", ["bench", "textbook-worker", "--pool", pool,
@@ -518,13 +514,13 @@ def run_rss(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], total: in
     node = f"rss-{uuid.uuid4().hex[:4]}"
     proc = env.start("worker-rss", ["worker", "-n", f"{node}@%h"], {"WANOTIFY_WORKER_METRICS_PORT": "0"})
     wait_worker(env.redis_url, proc, timeout=60, node=node)
-    start_seq = _last_seq(sb_url)
+    start_seq = last_seq(sb_url)
     failed: list[str] = []
 
     def feed() -> None:
         for k in range(0, total, 5000):
             # Keep the backlog short: the worker, not the lanes, is what is measured.
-            wait_until(lambda k=k: _last_seq(sb_url) - start_seq >= k - 15_000, 600, 0.2)
+            wait_until(lambda k=k: last_seq(sb_url) - start_seq >= k - 15_000, 600, 0.2)
             for acc in notify_many(job_bodies(min(5000, total - k), senders, offset=start_seq + k)):
                 if not hasattr(acc, "id"):
                     failed.append(str(acc))
@@ -535,7 +531,7 @@ def run_rss(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], total: in
     mark = every
     deadline = time.monotonic() + max(600.0, total / 100)
     while mark <= total and time.monotonic() < deadline:
-        if _last_seq(sb_url) - start_seq >= mark:
+        if last_seq(sb_url) - start_seq >= mark:
             samples.append((mark, rss_mb([proc.pid])))
             mark += every
         else:

@@ -22,7 +22,7 @@ from wanotify.config import Settings, get_settings
 from wanotify.errors import IdempotencyConflict, InvalidJob
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS, register_collectors
 from wanotify.web.group_commit import GroupCommit
-from wanotify.web.hot_paths import HotPaths
+from wanotify.web.hot_paths import HotPaths, declared_over
 from wanotify.webhook_parse import verify_signature
 
 log = logging.getLogger("wanotify.web")
@@ -78,11 +78,18 @@ def _authorize_headers(headers: Mapping[str, str], settings: Settings) -> str:
     return key
 
 
-async def _json_body(request: Request, limit: int) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+async def _body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) past ``limit`` whether declared or actual."""
+    if declared_over(request.headers, limit):
         raise _too_large(limit)
-    return _parse_json(await request.body(), limit)
+    raw = await request.body()
+    if len(raw) > limit:
+        raise _too_large(limit)
+    return raw
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    return _parse_json(await _body(request, limit), limit)
 
 
 def _too_large(limit: int) -> ApiError:
@@ -162,10 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/notifications", status_code=202, tags=["notifications"])
     async def create_notification(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_JOB_BYTES:
-            raise _too_large(MAX_JOB_BYTES)
-        return await enqueue_one(request.headers, await request.body())
+        return await enqueue_one(request.headers, await _body(request, MAX_JOB_BYTES))
 
     @app.post("/v1/notifications:batch", status_code=202, tags=["notifications"])
     async def create_batch(request: Request) -> JSONResponse:
@@ -279,12 +283,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def campaign_audience(campaign_id: str, request: Request) -> JSONResponse:
         _authorize(request, settings)
         cid = _uuid_or_422(campaign_id)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_AUDIENCE_BYTES:
-            raise _too_large(MAX_AUDIENCE_BYTES)
-        body = await request.body()
-        if len(body) > MAX_AUDIENCE_BYTES:
-            raise _too_large(MAX_AUDIENCE_BYTES)
+        body = await _body(request, MAX_AUDIENCE_BYTES)
         from wanotify.campaigns import import_bytes
 
         try:
@@ -374,8 +373,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/webhooks/whatsapp", tags=["webhooks"])
     async def receive_webhook(request: Request) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_WEBHOOK_BYTES:
+        if declared_over(request.headers, MAX_WEBHOOK_BYTES):
             return _webhook_too_large()
         return await webhook_post(request.headers, await request.body())
 

@@ -18,6 +18,12 @@ Handler = Callable[[Mapping[str, str], bytes], Awaitable[Response]]
 Route = tuple[int, Callable[[], Response], Handler]  # body limit, "too large" answer, handler
 
 
+def declared_over(headers: Mapping[str, str], limit: int) -> bool:
+    """The request says (Content-Length) that its body is over ``limit`` bytes."""
+    length = headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) > limit
+
+
 class HotPaths:
     def __init__(self, app: ASGIApp, routes: dict[str, Route]):
         self.app = app
@@ -30,8 +36,7 @@ class HotPaths:
             return
         limit, too_large, handler = route
         headers = Headers(scope=scope)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if declared_over(headers, limit):
             await too_large()(scope, receive, send)
             return
         chunks: list[bytes] = []
