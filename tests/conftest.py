@@ -1,7 +1,8 @@
 """Test fixtures: real Redis, real Postgres (the local ones, or embedded), real processes.
 
 The suite uses its own database (``wanotify_test``) and Redis database 15, so it never
-touches a developer's data. The stack fixture starts the sandbox, the web app (uvicorn) and
+touches a developer's data. ``WANOTIFY_TEST_DATABASE`` and ``WANOTIFY_TEST_REDIS_DB`` pick
+others, so that two checkouts can run their suites side by side. The stack fixture starts the sandbox, the web app (uvicorn) and
 a Celery worker as separate processes, exactly as a user would.
 """
 
@@ -57,9 +58,9 @@ def _with_redis_db(url: str, db: int) -> str:
 
 
 HOLDER = """
-import json, sys
+import json, os, sys
 from wanotify.embedded import resolve_services
-u = resolve_services(database_name="wanotify_test")
+u = resolve_services(database_name=os.environ.get("WANOTIFY_TEST_DATABASE", "wanotify_test"))
 print(json.dumps({"redis_url": u.redis_url, "database_url": u.database_url, "started": u.started}), flush=True)
 sys.stdin.read()  # hold the servers until the test run closes our stdin (or dies)
 """
@@ -93,7 +94,7 @@ def services() -> Iterator[dict[str, str]]:
 
         u = make_url(user_db)
         db_url = u.set(database=f"{u.database}_test").render_as_string(hide_password=False)
-    redis_url = _with_redis_db(urls["redis_url"], 15)
+    redis_url = _with_redis_db(urls["redis_url"], int(os.environ.get("WANOTIFY_TEST_REDIS_DB", "15")))
     os.environ["WANOTIFY_DATABASE_URL"] = db_url
     os.environ["WANOTIFY_REDIS_URL"] = redis_url
     reset_settings()
