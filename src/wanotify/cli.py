@@ -235,6 +235,7 @@ def status(
         console.print_json(json.dumps(view))
         return
     from wanotify.status_view import overview
+    from wanotify.tokens import pause_text
 
     data = overview()
     if as_json:
@@ -249,7 +250,7 @@ def status(
         paused = d.get("paused")
         t.add_row(name, str(d["otp"]), str(d["transactional"]), str(d["marketing"]), str(d["held"]),
                   str(d["inflight"]), f"{oldest:.1f} s", "yes" if d["owned"] else "no",
-                  f"{paused.get('error_code')} {paused.get('error')}" if paused else "no")
+                  pause_text(paused))
     console.print(t)
     t2 = Table(title="notifications by status")
     t2.add_column("kind")
@@ -350,6 +351,7 @@ def senders_list() -> None:
     """Configured senders, their limits and whether they are paused."""
     from wanotify.intake import get_redis
     from wanotify.throttle import Lanes
+    from wanotify.tokens import pause_text
 
     s = _settings()
     lanes = Lanes(get_redis())
@@ -359,9 +361,54 @@ def senders_list() -> None:
     for snd in s.sender_list:
         p = lanes.paused(snd.name)
         t.add_row(snd.name, snd.phone_number_id, str(snd.mps), f"{snd.pair_burst}/{snd.pair_interval_s:g}s",
-                  str(snd.daily_unique_limit or "unlimited"),
-                  f"yes: {p.get('error_code')} {p.get('error')}" if p else "no")
+                  str(snd.daily_unique_limit or "unlimited"), pause_text(p))
     console.print(t)
+
+
+@senders_app.command("check")
+def senders_check(
+    sender: Annotated[list[str] | None, typer.Option("--sender", help="Only this sender (repeatable).")] = None,
+    warn_days: Annotated[float, typer.Option(help="Warn when a token expires within this many days.")] = 7.0,
+    fail_on_warning: Annotated[bool, typer.Option(help="Exit 1 on warnings too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Ask the Graph API about each sender's token and phone number (exit 1 on any problem)."""
+    from wanotify.senders_check import check_all
+
+    s = _settings()
+    unknown = [n for n in sender or [] if n not in s.sender_map]
+    if unknown:
+        _fail(f"unknown sender(s) {', '.join(unknown)} (known: {', '.join(s.sender_map)})")
+    if warn_days < 0:
+        _fail("--warn-days must be at least 0")
+    checks = check_all(s, sender or None, warn_days)
+    if as_json:
+        console.print_json(json.dumps([c.as_dict() for c in checks]))
+    else:
+        t = Table(title="senders check")
+        for col in ("sender", "number", "verified name", "quality", "token", "expires", "messaging scope", "result"):
+            t.add_column(col)
+        for c in checks:
+            number = c.display_phone_number or "?"
+            if c.number_matches is False:
+                number = f"[red]{number} ≠ {c.configured_display_phone_number}[/red]"
+            token = {True: "[green]valid[/green]", False: "[red]INVALID[/red]", None: "?"}[c.token_valid]
+            expires = ("never" if c.token_valid and c.expires_at is None
+                       else f"{c.expires_at[:16]} ({c.expires_in_days:.1f} d)" if c.expires_at and c.expires_in_days
+                       is not None else "?")
+            scope = {True: "yes", False: "[red]no[/red]", None: "?"}[c.messaging_scope]
+            result = ("[green]OK[/green]" if c.ok and not c.warnings else
+                      "[yellow]warning[/yellow]" if c.ok else "[red]PROBLEM[/red]")
+            t.add_row(c.sender, number, c.verified_name or "?", c.quality_rating or "?",
+                      f"{token} {c.token_fingerprint or ''}", expires, scope, result)
+        console.print(t)
+        for c in checks:
+            for msg in c.problems:
+                console.print(f"[red]✗[/red] {c.sender}: {msg}", markup=True, highlight=False)
+            for msg in c.warnings:
+                console.print(f"[yellow]![/yellow] {c.sender}: {msg}", markup=True, highlight=False)
+    bad = any(not c.ok for c in checks) or (fail_on_warning and any(c.warnings for c in checks))
+    raise typer.Exit(1 if bad else 0)
 
 
 @senders_app.command("resume")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -31,7 +32,12 @@ class SenderConfig(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     phone_number_id: str = Field(pattern=r"^[0-9]{5,20}$")
     waba_id: str = Field(pattern=r"^[0-9]{5,20}$")
-    access_token: SecretStr
+    # The Graph API token: exactly one of these. ``access_token_file`` (e.g. a Docker or
+    # Kubernetes secret) is re-read when it changes, so a rotated token needs no restart;
+    # ``access_token_env`` names an environment variable. See ``wanotify.tokens``.
+    access_token: SecretStr | None = None
+    access_token_file: str | None = Field(default=None, min_length=1)
+    access_token_env: str | None = Field(default=None, min_length=1)
     display_phone_number: str | None = None
     mps: int = Field(default=80, ge=1, le=10_000)
     # Meta's pair limit: about one message per 6 s to one recipient, with bursts.
@@ -43,6 +49,27 @@ class SenderConfig(BaseModel):
     daily_unique_limit: int | None = Field(default=None, ge=1)
     marketing_share: float = Field(default=0.8, ge=0, le=1)
     portfolio: str | None = Field(default=None, max_length=64)  # default: the waba_id
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> SenderConfig:
+        given = [f for f in ("access_token", "access_token_file", "access_token_env")
+                 if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"sender {self.name!r}: set exactly one of access_token, access_token_file,"
+                f" access_token_env (got {', '.join(given) or 'none'})"
+            )
+        if self.access_token is not None and not self.access_token.get_secret_value().strip():
+            raise ValueError(f"sender {self.name!r}: access_token is empty")
+        if self.access_token_env is not None:
+            value = os.environ.get(self.access_token_env, "").strip()
+            if not value:
+                raise ValueError(
+                    f"sender {self.name!r}: access_token_env: environment variable"
+                    f" {self.access_token_env} is not set or empty"
+                )
+            self.access_token = SecretStr(value)
+        return self
 
 
 def load_ref(value: str) -> Any:
@@ -100,6 +127,9 @@ class Settings(BaseSettings):
     sandbox_read_ratio: float = Field(default=0.5, ge=0, le=1)
     sandbox_duplicate_ratio: float = Field(default=0.05, ge=0, le=1)
     sandbox_reorder_ratio: float = Field(default=0.05, ge=0, le=1)
+    # JSON (or @file) map of sender name or token fingerprint ("sha256:…") to when that token
+    # expires (ISO time or unix seconds): the sandbox then answers 190/463 as Meta does.
+    sandbox_token_expiry: str | None = None
 
     @field_validator("graph_api_url")
     @classmethod

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 import aiohttp
 import redis.asyncio as aredis
 
+from wanotify import tokens
 from wanotify.config import SenderConfig, Settings
 from wanotify.delivery import ClaimedJob, Decision, Outcome, claim, decide, record
-from wanotify.metrics import ENQUEUE_TO_ACCEPTED, SENDS
+from wanotify.metrics import ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
 from wanotify.phones import mask_phone
 from wanotify.providers.whatsapp import SendResult, send_message
 from wanotify.throttle import AsyncLanes, Pace, Tier, now_ms, parse_entry
@@ -149,6 +150,15 @@ class Dispatcher:
         token = secrets.token_hex(8)
         lease_ms = int(settings.lease_s * 1000)
         if await self.lanes.is_paused(sender.name):
+            stats.paused = True
+            self.paused.add(sender.name)
+            return stats
+        try:
+            tokens.current(sender)
+        except tokens.TokenUnavailable as exc:  # no token to send with: pause, jobs wait
+            reason = tokens.unavailable_reason(sender, exc)
+            await self.lanes.pause(sender.name, reason)
+            tokens.alert(sender, reason)
             stats.paused = True
             self.paused.add(sender.name)
             return stats
@@ -292,7 +302,19 @@ class Dispatcher:
         """Meta's throttling answers slow the number (130429) or the recipient (131056) down;
         account-level errors pause the number until an operator resumes it."""
         paused = next((o for o in outcomes if o.decision.action == "pause" and not o.result.skipped), None)
-        if paused is not None:
+        res = paused.result if paused is not None else None
+        if res is not None and tokens.is_token_error(res.error_code, res.http_status):
+            if res.token_fp != tokens.current_fingerprint(sender):
+                # That token was already replaced (rotated while the call was in flight):
+                # the job is held a few seconds and goes out with the new one.
+                log.warning("sender %s: refused token %s is no longer current; not pausing",
+                            sender.name, res.token_fp, extra={"sender": sender.name})
+            else:
+                reason = tokens.pause_reason(res, sender)
+                self.paused.add(sender.name)
+                await self.lanes.pause(sender.name, reason)
+                tokens.alert(sender, reason)
+        elif paused is not None:
             reason = {
                 "error_code": paused.result.error_code,
                 "error": paused.result.policy.title,
@@ -307,6 +329,7 @@ class Dispatcher:
                 sender.name, paused.result.error_code, paused.result.policy.title, sender.name,
                 extra={"sender": sender.name, "error_code": paused.result.error_code, "alert": True},
             )
+            SENDER_PAUSES.labels(sender.name, "account").inc()
         spam = next((o.result.error_code for o in outcomes if o.result.error_code in (131048, 368)), None)
         if spam is not None:  # spam / policy reports: stop this number's campaigns
             from wanotify.campaigns import auto_pause

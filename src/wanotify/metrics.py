@@ -22,6 +22,14 @@ ACCEPTED_TO_DELIVERED = Histogram(
     "wanotify_accepted_to_delivered_seconds", "From accepted to the delivered status",
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200),
 )
+SENDER_PAUSES = Counter(
+    "wanotify_sender_pauses_total", "Senders paused by an account-level error (reason: token, account)",
+    ["sender", "reason"],
+)
+TOKEN_ROTATIONS = Counter(
+    "wanotify_token_rotations_total", "Senders resumed by themselves because a new access token appeared",
+    ["sender"],
+)
 WEBHOOK_LAG = Histogram(
     "wanotify_webhook_ingest_lag_seconds", "From receiving a webhook body to ingesting it",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300),
@@ -57,6 +65,10 @@ class LaneCollector:
             "wanotify_sender_paused", "1 while a sender is paused by an account-level error",
             labels=["sender"],
         )
+        token_invalid = GaugeMetricFamily(
+            "wanotify_sender_token_invalid",
+            "1 while a sender is paused because Meta refused its access token", labels=["sender"],
+        )
         try:
             lanes = Lanes(get_redis())
             for s in get_settings().sender_list:
@@ -66,7 +78,9 @@ class LaneCollector:
                     wait.add_metric([s.name, lane], d["wait_s"][lane])
                 held.add_metric([s.name], d["held"])
                 inflight.add_metric([s.name], d["inflight"])
-                paused.add_metric([s.name], 1.0 if lanes.paused(s.name) else 0.0)
+                p = lanes.paused(s.name)
+                paused.add_metric([s.name], 1.0 if p else 0.0)
+                token_invalid.add_metric([s.name], 1.0 if p and p.get("kind") == "token" else 0.0)
             from wanotify.worker.app import QUEUES
 
             r = get_redis()
@@ -74,7 +88,7 @@ class LaneCollector:
                 celery_depth.add_metric([q], float(r.llen(q)))
         except Exception:  # Redis away: /readyz says so; metrics stay up
             return
-        yield from (depth, wait, held, inflight, paused, celery_depth)
+        yield from (depth, wait, held, inflight, paused, token_invalid, celery_depth)
 
 
 class DeadLetterCollector:

@@ -11,6 +11,7 @@ import httpx
 from celery import Celery
 
 from wanotify.config import SenderConfig, get_settings
+from wanotify.tokens import current as current_token
 
 settings = get_settings()
 app = Celery("wanotify_baseline", broker=settings.redis_url)
@@ -29,7 +30,7 @@ _client = httpx.Client(timeout=10.0, limits=httpx.Limits(max_connections=64, max
 
 def _register(sender: SenderConfig) -> None:
     url = f"{settings.graph_base}/{sender.phone_number_id}/messages"
-    headers = {"Authorization": f"Bearer {sender.access_token.get_secret_value()}"}
+    headers = {"Authorization": f"Bearer {current_token(sender).value}"}
 
     def send(payload: dict[str, Any]) -> int:
         return _client.post(url, json=payload, headers=headers).status_code

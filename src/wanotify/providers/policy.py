@@ -32,6 +32,7 @@ POLICY: dict[int, Policy] = {
     10: Policy("fail", "Permission Denied", pause_sender=True),
     33: Policy("fail", "Parameter value is not valid"),
     100: Policy("fail", "Invalid parameter"),
+    102: Policy("fail", "API Session: access token expired or invalid", pause_sender=True),
     190: Policy("fail", "Access token has expired", pause_sender=True),
     368: Policy("fail", "Temporarily blocked for policies violations", pause_sender=True),
     80007: Policy("throttle", "Rate limit issues"),
@@ -81,12 +82,16 @@ POLICY: dict[int, Policy] = {
 TRANSPORT = Policy("retry", "Network error or timeout")
 SERVER_ERROR = Policy("retry", "Server error")
 UNKNOWN = Policy("fail", "Unknown error")
+# HTTP 401 without a code Meta documents: the token was refused. Pause, as for 190.
+UNAUTHORIZED = Policy("fail", "Unauthorized (access token refused)", pause_sender=True)
 
 
 def classify(code: int | None, http_status: int | None = None) -> Policy:
     """The policy for an error, by Meta's code first, then by transport facts."""
     if code is not None and code in POLICY:
         return POLICY[code]
+    if http_status == 401:
+        return UNAUTHORIZED
     if code is None:
         if http_status is None:
             return TRANSPORT

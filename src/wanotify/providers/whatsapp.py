@@ -17,6 +17,8 @@ import orjson
 
 from wanotify.config import SenderConfig, Settings
 from wanotify.providers.policy import Policy, classify
+from wanotify.tokens import TokenUnavailable
+from wanotify.tokens import current as current_token
 
 
 @dataclass
@@ -32,6 +34,8 @@ class SendResult:
     duration_ms: float
     retry_after: float | None = None
     skipped: bool = False  # not sent: the sender was paused before its turn
+    error_subcode: int | None = None  # Meta's error.error_subcode (463: token expired, ...)
+    token_fp: str | None = None  # fingerprint of the token a refused call used (never the token)
 
     @property
     def policy(self) -> Policy:
@@ -86,6 +90,7 @@ def parse_response(
         message = str(err.get("message") or "")
         if details:
             message = f"{message} ({details})"
+        sub = err.get("error_subcode")
         return SendResult(
             False,
             None,
@@ -97,6 +102,7 @@ def parse_response(
             str(err.get("fbtrace_id")) if err.get("fbtrace_id") else None,
             duration_ms,
             retry_after,
+            error_subcode=sub if isinstance(sub, int) and not isinstance(sub, bool) else None,
         )
     return SendResult(False, None, status, None, f"HTTP {status}", None, duration_ms, retry_after)
 
@@ -106,7 +112,11 @@ async def send_message(
 ) -> SendResult:
     """POST {graph}/{version}/{phone_number_id}/messages; never raises for provider errors."""
     url = f"{settings.graph_base}/{sender.phone_number_id}/messages"
-    headers = {"Authorization": f"Bearer {sender.access_token.get_secret_value()}"}
+    try:
+        token = current_token(sender)  # a clock read per call; the file is checked once a second
+    except TokenUnavailable:  # never read at all: hold the job, send nothing
+        return SendResult(False, None, None, None, "access token unavailable", None, 0.0, skipped=True)
+    headers = {"Authorization": f"Bearer {token.value}"}
     started = time.perf_counter()
     try:
         async with client.post(url, data=orjson.dumps(payload), headers=headers) as resp:
@@ -120,4 +130,7 @@ async def send_message(
         elapsed = (time.perf_counter() - started) * 1000
         return SendResult(False, None, None, None, f"network error: {type(exc).__name__}", None, elapsed)
     duration = (time.perf_counter() - started) * 1000
-    return parse_response(status, body, duration, retry_after)
+    res = parse_response(status, body, duration, retry_after)
+    if not res.ok:
+        res.token_fp = token.fingerprint
+    return res

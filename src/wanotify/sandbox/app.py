@@ -21,9 +21,15 @@ Control and observation (tests, the demo, benchmarks)
     ``POST /_sandbox/reset`` (clear logs, stats, limits, rule counters, pending webhooks),
     ``POST /_sandbox/inbound`` (``{"from": "+91…", "text": "STOP"}`` → Meta's inbound
     message webhook; it also opens the 24-hour customer service window),
-    ``POST /_sandbox/flush`` (post every scheduled webhook now and wait for it).
+    ``POST /_sandbox/flush`` (post every scheduled webhook now and wait for it),
+    ``GET|POST /_sandbox/tokens`` (each sender's current token by fingerprint and expiry;
+    POST ``{"sender" | "fingerprint", "expires_at" | "expires_in_s"}`` expires a token:
+    Meta's 190/463 from then on).
 
-Known senders, their tokens and limits come from ``WANOTIFY_SENDERS``; the approved templates
+Known senders, their tokens and limits come from ``WANOTIFY_SENDERS`` (a sender's
+``access_token_file`` is re-read when it changes, so rotating it serves both sides; old
+tokens stay valid until they expire, as on Meta; ``WANOTIFY_SANDBOX_TOKEN_EXPIRY`` sets
+expiry times); the approved templates
 from ``WANOTIFY_TEMPLATES``; webhooks are signed with ``WANOTIFY_APP_SECRET``.
 
 Non-template messages (text, media, …) to a user who has not written in the last 24 hours
@@ -59,6 +65,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from wanotify import tokens
 from wanotify.config import SenderConfig, Settings, get_settings
 from wanotify.phones import mask_phone
 from wanotify.sandbox import errors as E
@@ -266,22 +273,35 @@ class Sandbox:
         self.senders: dict[str, SandboxSender] = {}
         self.wabas: dict[str, list[SandboxSender]] = {}
         self._tokens: dict[str, set[str]] = {}  # token -> ids it may use
+        # Tokens: each sender's current one (its secret file is re-read when it changes, as
+        # the worker does), and every one seen before (valid until it expires, as on Meta).
+        self._token_sources: list[tuple[SandboxSender, tokens.StaticSource | tokens.FileSource]] = []
+        self._expires: dict[str, float] = {}  # token -> unix time it expires
+        self._expiry_by_fp: dict[str, float] = {}
+        self._fps: dict[str, str] = {}  # token -> fingerprint
+        self._tokens_checked = 0.0
         for sc in settings.sender_list:
             digits, formatted = _display(sc.display_phone_number, sc.phone_number_id)
+            try:
+                first = tokens.current(sc).value
+            except tokens.TokenUnavailable as exc:
+                raise ValueError(f"sandbox: sender {sc.name}: {exc}") from None
             s = SandboxSender(
                 sc,
                 sc.phone_number_id,
                 sc.waba_id,
-                sc.access_token.get_secret_value(),
+                first,
                 digits,
                 formatted,
             )
+            self._token_sources.append((s, tokens.source(sc)))
             self.senders[s.phone_number_id] = s
             self.wabas.setdefault(s.waba_id, []).append(s)
             self._tokens.setdefault(s.token, set()).update((s.phone_number_id, s.waba_id))
             self.limits.configure(s.phone_number_id, sc.mps, sc.pair_burst, sc.pair_interval_s)
             self.dispatcher.register(Target(s.phone_number_id, s.waba_id, digits))
         self.default_sender = next(iter(self.senders.values()))
+        self._load_expiry(settings.sandbox_token_expiry)
         self._graph_templates: dict[str, list[dict[str, Any]]] = {
             waba: self.catalogue.graph_templates(waba) for waba in self.wabas
         }
@@ -370,15 +390,89 @@ class Sandbox:
             return None
         return request.query_params.get("access_token") or None
 
-    def _auth(self, request: Request, method: str, object_id: str) -> _Reject | None:
-        token = self._token(request)
+    # ---- tokens: rotation and expiry --------------------------------------------------
+
+    def _learn(self, s: SandboxSender, token: str) -> None:
+        if token in self._fps:
+            return
+        fp = tokens.fingerprint(token)
+        self._fps[token] = fp
+        self._tokens.setdefault(token, set()).update((s.phone_number_id, s.waba_id))
+        if fp in self._expiry_by_fp:
+            self._expires[token] = self._expiry_by_fp[fp]
+
+    def _refresh_tokens(self, force: bool = False) -> None:
+        """Learn senders' new tokens (their secret files), at most once a second unless forced."""
+        now = time.monotonic()
+        if not force and now - self._tokens_checked < 1.0:
+            return
+        self._tokens_checked = now
+        for s, src in self._token_sources:
+            try:
+                self._learn(s, src.get(force).value)
+            except tokens.TokenUnavailable:
+                continue
+
+    def _current_token(self, s: SandboxSender) -> str | None:
+        src = next(src for x, src in self._token_sources if x is s)
+        try:
+            return src.get(force=True).value
+        except tokens.TokenUnavailable:
+            return None
+
+    def _load_expiry(self, raw: str | None) -> None:
+        if not raw:
+            return
+        from wanotify.config import load_ref
+
+        data = load_ref(raw)
+        if not isinstance(data, dict):
+            raise ValueError("WANOTIFY_SANDBOX_TOKEN_EXPIRY must map sender names or token fingerprints to times")
+        by_name = {s.config.name: s for s in self.senders.values()}
+        for key, when in data.items():
+            at = _parse_time(when)
+            if key in by_name:
+                self._set_expiry(tokens.fingerprint(by_name[key].token), at)
+            elif str(key).startswith("sha256:"):
+                self._set_expiry(str(key), at)
+            else:
+                raise ValueError(f"WANOTIFY_SANDBOX_TOKEN_EXPIRY: {key!r} is neither a sender nor a fingerprint")
+
+    def _set_expiry(self, fp: str, at: float | None) -> None:
+        if at is None:
+            self._expiry_by_fp.pop(fp, None)
+        else:
+            self._expiry_by_fp[fp] = at
+        for token, tfp in self._fps.items():
+            if tfp == fp:
+                if at is None:
+                    self._expires.pop(token, None)
+                else:
+                    self._expires[token] = at
+
+    def _check_token(self, token: str | None) -> _Reject | None:
+        """None when the token may be used; else Meta's 190 (missing, unknown or expired)."""
         if token is None:
             status, body = E.invalid_token(missing=True)
             return _Reject(status, body, 190)
-        allowed = self._tokens.get(token)
-        if allowed is None:
+        self._refresh_tokens()
+        if token not in self._tokens:
+            self._refresh_tokens(force=True)  # a secret file rewritten this very second
+        if token not in self._tokens:
             status, body = E.invalid_token(missing=False)
             return _Reject(status, body, 190)
+        exp = self._expires.get(token)
+        if exp is not None and exp <= self.wall():
+            status, body = E.token_expired(exp, self.wall())
+            return _Reject(status, body, 190)
+        return None
+
+    def _auth(self, request: Request, method: str, object_id: str) -> _Reject | None:
+        token = self._token(request)
+        denied = self._check_token(token)
+        if denied is not None:
+            return denied
+        allowed = self._tokens[token] if token is not None else set()
         if object_id not in allowed:
             status, body = E.unsupported_request(method, object_id)
             return _Reject(status, body, 100)
@@ -766,12 +860,9 @@ class Sandbox:
     async def debug_token(self, request: Request) -> Response:
         if not _VERSION.match(request.path_params["version"]):
             return await self.fallback(request)
-        if self._token(request) is None:
-            status, body = E.invalid_token(missing=True)
-            return _json(status, body)
-        if self._token(request) not in self._tokens:
-            status, body = E.invalid_token(missing=False)
-            return _json(status, body)
+        denied = self._check_token(self._token(request))
+        if denied is not None:
+            return _json(denied.status, denied.body)
         input_token = request.query_params.get("input_token")
         if not input_token:
             return _json(
@@ -788,27 +879,85 @@ class Sandbox:
                     }
                 }
             )
-        phone_ids = sorted(i for i in ids if i in self.senders)
         wabas = sorted(i for i in ids if i in self.wabas)
-        return _ok(
-            {
-                "data": {
-                    "app_id": "100000000000001",
-                    "type": "SYSTEM_USER",
-                    "application": "wanotify sandbox",
-                    "data_access_expires_at": 0,
-                    "expires_at": 0,
-                    "is_valid": True,
-                    "issued_at": int(self._started),
-                    "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
-                    "granular_scopes": [
-                        {"scope": "whatsapp_business_management", "target_ids": wabas},
-                        {"scope": "whatsapp_business_messaging", "target_ids": wabas + phone_ids},
-                    ],
-                    "user_id": "100000000000002",
-                }
+        exp = self._expires.get(input_token)
+        data: dict[str, Any] = {
+            "app_id": "100000000000001",
+            "type": "SYSTEM_USER",
+            "application": "wanotify sandbox",
+            "data_access_expires_at": 0,
+            "expires_at": int(exp) if exp is not None else 0,
+            "is_valid": True,
+            "issued_at": int(self._started),
+            "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
+            "granular_scopes": [
+                {"scope": "whatsapp_business_management", "target_ids": wabas},
+                {"scope": "whatsapp_business_messaging", "target_ids": wabas},
+            ],
+            "user_id": "100000000000002",
+        }
+        if exp is not None and exp <= self.wall():
+            data["is_valid"] = False
+            data["error"] = {
+                "code": 190,
+                "message": E.expired_message(exp, self.wall()),
+                "subcode": 463,
             }
-        )
+        return _ok({"data": data})
+
+    # ---- /_sandbox/tokens: expire or extend tokens (tests, demos) -----------------------
+
+    def _token_rows(self) -> list[dict[str, Any]]:
+        now = self.wall()
+        rows = []
+        for s, _src in self._token_sources:
+            cur = self._current_token(s)
+            if cur is not None:
+                self._learn(s, cur)
+            exp = self._expires.get(cur) if cur is not None else None
+            rows.append({
+                "sender": s.config.name,
+                "phone_number_id": s.phone_number_id,
+                "fingerprint": self._fps.get(cur) if cur is not None else None,
+                "expires_at": int(exp) if exp is not None else 0,
+                "expired": exp is not None and exp <= now,
+            })
+        return rows
+
+    async def tokens_get(self, request: Request) -> Response:
+        return _ok({"data": self._token_rows()})
+
+    async def tokens_set(self, request: Request) -> Response:
+        """``{"sender": NAME | "fingerprint": "sha256:…", "expires_at": ISO | unix | null}``
+        (or ``"expires_in_s": N``): set when a token expires (null: never). ``sender`` names
+        that sender's current token; a token written to its file later is a new token."""
+        try:
+            raw = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _bad("body must be a JSON object")
+        if not isinstance(raw, dict) or set(raw) - {"sender", "fingerprint", "expires_at", "expires_in_s"}:
+            return _bad("body must be {sender | fingerprint, expires_at | expires_in_s}")
+        if "sender" in raw:
+            s = next((x for x, _ in self._token_sources if x.config.name == raw["sender"]), None)
+            cur = self._current_token(s) if s is not None else None
+            if s is None or cur is None:
+                return _bad(f"unknown sender {raw['sender']!r} (or its token cannot be read)")
+            self._learn(s, cur)
+            fp = self._fps[cur]
+        elif isinstance(raw.get("fingerprint"), str):
+            fp = raw["fingerprint"]
+        else:
+            return _bad("sender or fingerprint is required")
+        try:
+            if "expires_in_s" in raw:
+                at: float | None = self.wall() + float(raw["expires_in_s"])
+            else:
+                at = _parse_time(raw.get("expires_at"))
+        except (TypeError, ValueError) as exc:
+            return _bad(f"expires_at: {exc}")
+        self._set_expiry(fp, at)
+        log.info("sandbox: token %s expires %s", fp, "never" if at is None else f"at {at:.0f}")
+        return _ok({"data": self._token_rows()})
 
     async def fallback(self, request: Request) -> Response:
         parts = [p for p in request.url.path.split("/") if p]
@@ -1174,6 +1323,8 @@ class Sandbox:
             Route("/_sandbox/reset", self.reset, methods=["POST"]),
             Route("/_sandbox/inbound", self.inbound, methods=["POST"]),
             Route("/_sandbox/flush", self.flush, methods=["POST"]),
+            Route("/_sandbox/tokens", self.tokens_get, methods=["GET"]),
+            Route("/_sandbox/tokens", self.tokens_set, methods=["POST"]),
             Route(
                 "/2010-04-01/Accounts/{account_sid}/Messages.json", self.sms_send, methods=["POST"]
             ),
@@ -1196,6 +1347,24 @@ def _major(version: str) -> int:
         return int(version[1:].split(".", 1)[0])
     except ValueError:
         return 0
+
+
+def _parse_time(value: Any) -> float | None:
+    """ISO 8601 (naive: UTC) or unix seconds to unix seconds; None, 0 or "never": never."""
+    if value is None or value == 0 or value == "never":
+        return None
+    if isinstance(value, bool):
+        raise ValueError("expected an ISO time or unix seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        from datetime import UTC, datetime
+
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    raise ValueError("expected an ISO time or unix seconds")
 
 
 def _cursor(index: int) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -350,6 +351,32 @@ def invalid_token(missing: bool) -> tuple[int, bytes]:
         else "Invalid OAuth access token - Cannot parse access token"
     )
     return graph_error(190, message=msg, http_status=401)
+
+
+def expired_message(expired_at: float, now: float) -> str:
+    """Meta's text for an expired token (times in Pacific time, as Meta writes them)."""
+    from datetime import datetime
+
+    try:
+        from zoneinfo import ZoneInfo
+
+        tz: Any = ZoneInfo("America/Los_Angeles")
+    except Exception:  # no tz database: UTC
+        from datetime import UTC
+
+        tz = UTC
+
+    def fmt(t: float) -> str:
+        return datetime.fromtimestamp(t, tz).strftime("%A, %d-%b-%y %H:%M:%S %Z")
+
+    return (f"Error validating access token: Session has expired on {fmt(expired_at)}."
+            f" The current time is {fmt(now)}.")
+
+
+def token_expired(expired_at: float, now: float) -> tuple[int, bytes]:
+    """HTTP 401, code 190, subcode 463: the token expired."""
+    return graph_error(190, message=expired_message(expired_at, now), subcode=463,
+                       type_="OAuthException", http_status=401)
 
 
 def webhook_error(code: int, details: str | None = None) -> dict[str, object]:

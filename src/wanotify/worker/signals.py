@@ -10,6 +10,7 @@ from wanotify.config import get_settings
 from wanotify.logs import setup_logging
 
 _sweeper: Any = None
+_token_watcher: Any = None
 
 
 @signals.setup_logging.connect
@@ -20,11 +21,15 @@ def _logging(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
-    global _sweeper
+    global _sweeper, _token_watcher
     from wanotify.sweeper import SweeperThread
 
     _sweeper = SweeperThread()
     _sweeper.start()
+    from wanotify.tokens import TokenWatcher
+
+    _token_watcher = TokenWatcher()  # resumes senders paused for a token once a new one appears
+    _token_watcher.start()
     settings = get_settings()
     port = settings.worker_metrics_port
     if port:
@@ -41,6 +46,8 @@ def _start_sweeper(**_: Any) -> None:
 def _stop_sweeper(**_: Any) -> None:
     if _sweeper is not None:
         _sweeper.stop()
+    if _token_watcher is not None:
+        _token_watcher.stop()
 
 
 @signals.worker_process_shutdown.connect
