@@ -13,11 +13,13 @@ import orjson
 _PHONE = re.compile(r"(?<![\w.])\+?(\d{2})\d{6,11}(\d{2})(?!\w)")
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+", re.IGNORECASE)
+_TOKEN_PARAM = re.compile(r"\b((?:access|input)_token=)[^&\s\"']+")  # Graph URLs (debug_token)
 _STD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
 def scrub(text: str) -> str:
     text = _BEARER.sub(r"\1***", text)
+    text = _TOKEN_PARAM.sub(r"\1***", text)
     text = _EMAIL.sub(r"\1***@\2", text)
     return _PHONE.sub(lambda m: f"+{m.group(1)}{'*' * (len(m.group(0).lstrip('+')) - 4)}{m.group(2)}", text)
 

@@ -27,7 +27,6 @@ import httpx
 
 from wanotify import tokens
 from wanotify.config import SenderConfig, Settings
-from wanotify.phones import digits
 
 PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,platform_type,throughput"
 MESSAGING_SCOPE = "whatsapp_business_messaging"
@@ -74,6 +73,10 @@ def _graph_error(resp: httpx.Response) -> tuple[int | None, int | None, str]:
     code = err.get("code") if isinstance(err.get("code"), int) else None
     sub = err.get("error_subcode") if isinstance(err.get("error_subcode"), int) else None
     return code, sub, str(err.get("message") or f"HTTP {resp.status_code}")
+
+
+def digits(number: str) -> str:
+    return "".join(c for c in number if c.isdigit())
 
 
 def _scrub(text: str, secret: str) -> str:

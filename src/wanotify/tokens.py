@@ -75,9 +75,9 @@ class Token:
 class StaticSource:
     """An inline token (``access_token`` or ``access_token_env``): fixed for the process."""
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, describe: str = "inline") -> None:
         self.token = Token(value, fingerprint(value))
-        self.describe = "env"
+        self.describe = describe
 
     def get(self, force: bool = False) -> Token:
         return self.token
@@ -89,7 +89,7 @@ class FileSource:
     empty (being rewritten) or unreadable."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        self.path = os.path.abspath(os.path.expanduser(path))
         self.describe = f"file {path}"
         self._token: Token | None = None
         self._sig: tuple[int, int, int, int] | None = None
@@ -143,7 +143,7 @@ _lock = threading.Lock()
 def source(sender: SenderConfig) -> StaticSource | FileSource:
     """The token source of a sender (shared by every sender naming the same file)."""
     if sender.access_token_file is not None:
-        key = ("file", os.path.abspath(os.path.expanduser(sender.access_token_file)))
+        key = ("file", sender.access_token_file)  # as written: no getcwd() per send
     else:
         assert sender.access_token is not None  # the config validator guarantees one source
         key = ("value", sender.access_token.get_secret_value())
@@ -152,7 +152,11 @@ def source(sender: SenderConfig) -> StaticSource | FileSource:
         with _lock:
             src = _sources.get(key)
             if src is None:
-                src = FileSource(key[1]) if key[0] == "file" else StaticSource(key[1])
+                if key[0] == "file":
+                    src = FileSource(key[1])
+                else:
+                    env = sender.access_token_env
+                    src = StaticSource(key[1], f"env {env}" if env else "inline")
                 _sources[key] = src
     return src
 
