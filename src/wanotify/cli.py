@@ -351,17 +351,21 @@ def senders_list() -> None:
     """Configured senders, their limits and whether they are paused."""
     from wanotify.intake import get_redis
     from wanotify.throttle import Lanes
-    from wanotify.tokens import pause_text
+    from wanotify.tokens import TokenUnavailable, current, pause_text, source
 
     s = _settings()
     lanes = Lanes(get_redis())
     t = Table(title="senders")
-    for col in ("name", "phone_number_id", "mps", "pair", "daily tier", "paused"):
+    for col in ("name", "phone_number_id", "mps", "pair", "daily tier", "token", "paused"):
         t.add_column(col)
     for snd in s.sender_list:
         p = lanes.paused(snd.name)
+        try:
+            tok = f"{current(snd).fingerprint} ({source(snd).describe})"
+        except TokenUnavailable as exc:
+            tok = f"[red]unavailable[/red]: {exc}"
         t.add_row(snd.name, snd.phone_number_id, str(snd.mps), f"{snd.pair_burst}/{snd.pair_interval_s:g}s",
-                  str(snd.daily_unique_limit or "unlimited"), pause_text(p))
+                  str(snd.daily_unique_limit or "unlimited"), tok, pause_text(p))
     console.print(t)
 
 

@@ -956,7 +956,10 @@ class Sandbox:
         except (TypeError, ValueError) as exc:
             return _bad(f"expires_at: {exc}")
         self._set_expiry(fp, at)
-        log.info("sandbox: token %s expires %s", fp, "never" if at is None else f"at {at:.0f}")
+        from datetime import UTC, datetime
+
+        when = "never" if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+        log.info("sandbox: token %s expires %s", fp, when)
         return _ok({"data": self._token_rows()})
 
     async def fallback(self, request: Request) -> Response:
