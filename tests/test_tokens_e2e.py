@@ -38,7 +38,7 @@ def _metric(web_url: str, name: str, sender: str) -> float | None:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "wanotify", *args], capture_output=True, text=True,
-                          env=env, timeout=90)
+                          env={**env, "COLUMNS": "400"}, timeout=90)  # tables unwrapped
 
 
 def _leaks(db: Any, redis_client: Any, secrets: list[str]) -> list[str]:
