@@ -243,8 +243,17 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+    # Recurring (cron) campaigns hold the audience; each time comes round, a run (a campaign
+    # of its own, with parent_id) copies it and sends.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"))
+    next_run_at: Mapped[datetime | None] = mapped_column(TS)
+    runs: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
+        Index("ix_campaigns_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+        Index("ix_campaigns_next_run", "next_run_at",
+              postgresql_where=text("cron IS NOT NULL AND status = 'scheduled'")),
         Index("ix_campaigns_active", "status", postgresql_where=text("status IN ('scheduled', 'running')")),
     )
 
