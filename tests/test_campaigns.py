@@ -162,6 +162,17 @@ def test_a_campaign_end_to_end_with_pause_and_resume(stack: Any, db: Any) -> Non
         assert st["cost"]["billable"] >= 1 and "marketing" in st["cost"]["billable_by_category"]
         wait_for(lambda: api.get(f"/v1/campaigns/{cid}").json()["status"] == "completed", timeout=30,
                  what="completed")
+        st = api.get(f"/v1/campaigns/{cid}").json()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {(x.name, x.labels.get("status") or x.labels.get("state") or x.labels.get("category")): x.value
+                   for fam in text_string_to_metric_families(httpx.get(f"{stack.web_url}/metrics").text)
+                   for x in fam.samples if x.labels.get("campaign") == cid and x.labels.get("name") == "Winter"}
+        assert samples[("wanotify_campaign_state", "completed")] == 1.0
+        for k in ("delivered", "read", "rejected", "total"):
+            assert samples[("wanotify_campaign_messages", k)] == st["counts"][k]
+        assert samples[("wanotify_campaign_billable_messages", "marketing")] == \
+            st["cost"]["billable_by_category"]["marketing"]
         assert api.post(f"/v1/campaigns/{cid}:pause").status_code == 409
         assert api.get(f"/v1/campaigns/{uuid.uuid4()}").status_code == 404
         assert api.get("/v1/campaigns/nope").status_code == 422
