@@ -109,7 +109,7 @@ class Attempt(Base):
         UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="CASCADE"), index=True
     )
     channel: Mapped[str] = mapped_column(String(16))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(64))
     http_status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[int | None] = mapped_column(Integer)
@@ -126,7 +126,7 @@ class StatusEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     notification_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
     status: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(16))  # webhook | worker
@@ -137,6 +137,11 @@ class StatusEvent(Base):
     conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     applied: Mapped[bool] = mapped_column(default=False, server_default="false")
     received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+    __table_args__ = (
+        # Looked up by wamid only while the job is unknown (the wamid not yet recorded).
+        Index("ix_status_events_unapplied", "provider_message_id", postgresql_where=text("applied = false")),
+    )
 
 
 class WebhookInbox(Base):
