@@ -19,7 +19,9 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -103,8 +105,6 @@ def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="The key's name o
         _fail(exc.reason)
         return
     if out["already"]:
-        console.print(f"API key {out['name']} ({out['id']}) was already revoked at {_when(out['revoked_at'])}",
-                      highlight=False)
+        typer.echo(f"API key {out['name']} ({out['id']}) was already revoked at {_when(out['revoked_at'])}")
         return
-    console.print(f"revoked API key {out['name']} ({out['id']}); web processes refuse it within "
-                  f"{REFRESH_S:g} s", highlight=False)
+    typer.echo(f"revoked API key {out['name']} ({out['id']}); web processes refuse it within {REFRESH_S:g} s")
