@@ -346,6 +346,7 @@ class Authenticator:
         self._keys: dict[str, KeyRecord] = {}
         self._loaded_at = -math.inf
         self._used: set[str] = set()
+        self._warned = -math.inf
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._loader = loader
@@ -396,7 +397,9 @@ class Authenticator:
             except Exception as exc:
                 self._used |= used
                 self._loaded_at = started  # try again after the bound, not on every request
-                log.warning("cannot reload API keys (the last loaded stay in force): %s", type(exc).__name__)
+                if started - self._warned > 10:
+                    self._warned = started
+                    log.warning("cannot reload API keys (the last loaded stay in force): %s", type(exc).__name__)
                 return
             self._keys = {r.digest: r for r in records}
             self._loaded_at = started
