@@ -344,6 +344,10 @@ def dlq_replay(notification_id: Annotated[str, typer.Argument(help="The job's id
 senders_app = typer.Typer(help="Sender phone numbers: paused state.", no_args_is_help=True)
 app.add_typer(senders_app, name="senders")
 
+from wanotify.keys_cli import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+
 
 @senders_app.command("list")
 def senders_list() -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -290,3 +290,25 @@ class CampaignReject(Base):
         UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
     line: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ApiKey(Base):
+    """An HTTP API key: only its SHA-256 is stored; optionally scoped to senders and rate limited."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64))
+    senders: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))  # NULL: every sender
+    rate_per_s: Mapped[float | None] = mapped_column(Float)  # NULL: unlimited
+    burst: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        Index("uq_api_keys_hash", "hash", unique=True),
+        Index("uq_api_keys_live_name", "name", unique=True, postgresql_where=text("revoked_at IS NULL")),
+    )
