@@ -249,3 +249,47 @@ def test_purge_dry_run_counts_and_changes_nothing_then_purge_keeps_counts(db: An
     again = purge()  # idempotent: nothing more to do for this job
     assert _row(db, job).to_number == row.to_number
     assert again.totals().get("notifications", 0) <= rep.totals()["notifications"]
+
+
+def test_migration_0007_hashes_existing_opt_outs_and_waiting_marketing(services: dict[str, str]) -> None:
+    """Upgrading a database that has opt-outs and queued marketing: both get the keyed hash
+    the application computes; the downgrade gives the phone key back."""
+    import hashlib
+    import hmac
+
+    import psycopg
+    from alembic import command
+    from sqlalchemy import create_engine, make_url, pool
+
+    from wanotify.db.migrate import alembic_config, ensure_database
+
+    url = make_url(services["database_url"])
+    scratch = url.set(database=f"{url.database}_mig").render_as_string(hide_password=False)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}_mig" WITH (FORCE)')
+    ensure_database(scratch)
+    cfg = alembic_config(scratch)
+    command.upgrade(cfg, "0005")
+    engine = create_engine(scratch, poolclass=pool.NullPool)
+    job = uuid.uuid4()
+    try:
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO opt_outs (phone, opted_out, source, at) VALUES ('+919876543210', true,"
+                           " 'keyword', now())"))
+            c.execute(text("INSERT INTO notifications (id, kind, channel, status, sender, to_number, payload)"
+                           " VALUES (:id, 'marketing', 'whatsapp', 'queued', 'main', '+919876543210', '{}')"),
+                      {"id": job})
+        command.upgrade(cfg, "0007")
+        with engine.begin() as c:
+            key = bytes(c.execute(text("SELECT key FROM privacy_key")).scalar_one())
+            want = hmac.new(key, b"phone:+919876543210", hashlib.sha256).hexdigest()
+            assert c.execute(text("SELECT phone_hash FROM opt_outs")).scalar_one() == want
+            assert c.execute(text("SELECT to_hash FROM notifications WHERE id = :id"), {"id": job}).scalar_one() == want
+        command.downgrade(cfg, "0005")
+        with engine.begin() as c:
+            assert c.execute(text("SELECT phone FROM opt_outs")).scalar_one() == "+919876543210"
+    finally:
+        engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}_mig" WITH (FORCE)')

@@ -31,13 +31,11 @@ depends_on = None
 
 
 def _key(conn: sa.Connection) -> bytes:
-    env = os.environ.get("WANOTIFY_PII_HASH_KEY")
-    if env:
-        return env.encode()
+    """The key privacy.hash_key() will use: the setting, else the one generated above."""
     from wanotify.config import get_settings
 
     s = get_settings().pii_hash_key
-    if s is not None:
+    if s is not None and s.get_secret_value():
         return s.get_secret_value().encode()
     return bytes(conn.execute(sa.text("SELECT key FROM privacy_key WHERE id = 1")).scalar_one())
 
