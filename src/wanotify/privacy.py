@@ -282,6 +282,10 @@ n AS (
   UPDATE status_events SET provider_message_id = NULL, dedupe_key = 'anon:' || id::text,
     error_title = {_scrub('error_title')}
   WHERE notification_id IN (SELECT id FROM n) RETURNING 1
+), u AS (  -- statuses of these messages that never matched (the wamid was not known yet)
+  DELETE FROM status_events WHERE notification_id IS NULL AND provider_message_id IN (
+    SELECT wamid FROM notifications WHERE id IN (SELECT id FROM due) AND wamid IS NOT NULL)
+  RETURNING 1
 ), d AS (
   UPDATE dead_letters SET reason = {_scrub('reason')},
     history = jsonb_build_object(
@@ -290,7 +294,8 @@ n AS (
       'events', COALESCE(history->'events', '[]'::jsonb))
   WHERE notification_id IN (SELECT id FROM n) RETURNING 1
 )
-SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM a), (SELECT count(*) FROM e), (SELECT count(*) FROM d)
+SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM a),
+       (SELECT count(*) FROM e) + (SELECT count(*) FROM u), (SELECT count(*) FROM d)
 """
 
 
