@@ -68,7 +68,7 @@ class Notification(Base):
     wamid: Mapped[str | None] = mapped_column(String(128))
     recipient_tz: Mapped[str | None] = mapped_column(String(64))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted
+    fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted | redacted (privacy.py)
     claim_token: Mapped[str | None] = mapped_column(String(40))
     claimed_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
