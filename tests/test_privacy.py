@@ -316,3 +316,12 @@ def test_migration_0007_hashes_existing_opt_outs_and_waiting_marketing(services:
         engine.dispose()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{url.database}_mig" WITH (FORCE)')
+
+
+def test_beat_runs_the_purge_hourly() -> None:
+    from wanotify.worker.app import celery_app
+    from wanotify.worker.tasks import purge_task
+
+    entry = celery_app.conf.beat_schedule["privacy-purge"]
+    assert entry["task"] == "wanotify.purge" == purge_task.name and entry["schedule"] == 3600.0
+    assert celery_app.conf.task_routes["wanotify.purge"] == {"queue": "bulk"}
