@@ -28,12 +28,15 @@ _NOISE = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d(:\d\d)?
 
 
 def _person(tag: str, undeliverable: bool = False) -> dict[str, str]:
-    n = uuid.uuid4().int
+    def rnd(k: int) -> int:  # an independent draw per field: no needle is inside another
+        return uuid.uuid4().int % 10**k
+
     # The sandbox fails *0000 numbers by webhook (131026): their jobs take the fallbacks.
-    phone = f"+9198{n % 10**4:04d}0000" if undeliverable else f"+9198{n % 10**8:08d}"
+    phone = f"+9198{rnd(4):04d}0000" if undeliverable else f"+9198{rnd(8):08d}"
     return {"phone": phone, "digits": phone[1:], "national": phone[3:],
-            "name": f"{tag}name Quarshie{n % 10**6:06d}", "code": f"{7 * 10**5 + n % 10**5:06d}",
-            "email": f"{tag.lower()}{n % 10**6:06d}@example.org", "order": f"ORD-{n % 10**9:09d}"}
+            "name": f"{tag}name Quarshie{chr(97 + rnd(2) % 26)}{chr(97 + rnd(3) % 26)}",
+            "code": f"{7 * 10**5 + rnd(5):06d}",
+            "email": f"{tag.lower()}.{uuid.uuid4().hex[:10]}@example.org", "order": f"ORD-{rnd(9):09d}"}
 
 
 def _needles(p: dict[str, str]) -> list[str]:
