@@ -280,6 +280,10 @@ def demo(
     raise typer.Exit(code)
 
 
+from wanotify.privacy_cli import register as _register_privacy  # noqa: E402
+
+_register_privacy(app)  # wanotify purge, wanotify erase
+
 dlq_app = typer.Typer(help="Dead letters: jobs that exhausted every channel.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 

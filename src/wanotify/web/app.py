@@ -346,6 +346,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for _action in ("start", "pause", "resume", "cancel"):
         app.post(f"/v1/campaigns/{{campaign_id}}:{_action}", tags=["campaigns"])(_campaign_action(_action))
 
+    # ---- erasure (privacy.py) ------------------------------------------------------
+
+    @app.post("/v1/erasures", tags=["privacy"])
+    async def create_erasure(request: Request) -> JSONResponse:
+        """Erase everything about one number (``{"phone": "+…", "dry_run": false}``); answers
+        what was touched per table."""
+        _authorize(request, settings)
+        data = await _json_body(request, MAX_JOB_BYTES)
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_erasure", "body must be a JSON object",
+                           [{"field": "body", "reason": "must be a JSON object"}])
+        unknown = sorted(set(data) - {"phone", "dry_run"})
+        if unknown:
+            raise ApiError(422, "invalid_erasure", "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        if not isinstance(data.get("phone"), str) or not isinstance(data.get("dry_run", False), bool):
+            bad = "phone" if not isinstance(data.get("phone"), str) else "dry_run"
+            raise ApiError(422, "invalid_erasure", f"{bad} is invalid",
+                           [{"field": bad, "reason": "required string" if bad == "phone" else "must be a boolean"}])
+        from wanotify.phones import normalize_e164
+        from wanotify.privacy import erase
+
+        try:
+            normalize_e164(data["phone"])
+        except ValueError as exc:
+            raise ApiError(422, "invalid_erasure", "phone is not a number",
+                           [{"field": "phone", "reason": str(exc)}]) from None
+        report = await run_in_threadpool(erase, data["phone"], bool(data.get("dry_run", False)))
+        return JSONResponse(report.as_json())
+
     # ---- Meta's webhook ------------------------------------------------------------
 
     @app.get("/webhooks/whatsapp", tags=["webhooks"])
