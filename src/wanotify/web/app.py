@@ -121,9 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A scoped key is not told the id of a job it may not see.
         return f"idempotency key {exc.key!r} was already used with a different body" if record.scoped else str(exc)
 
-    def _unscoped(record: KeyRecord) -> None:
+    def _unscoped(record: KeyRecord, what: str = "dead letters need") -> None:
         if record.scoped:
-            raise ApiError(403, "forbidden", "dead letters need an API key not scoped to senders",
+            raise ApiError(403, "forbidden", f"{what} an API key not scoped to senders",
                            [{"field": "Authorization", "reason": "API key scoped to senders"}])
 
     async def _campaign_in_scope(record: KeyRecord, cid: uuid.UUID) -> None:
@@ -351,8 +351,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/erasures", tags=["privacy"])
     async def create_erasure(request: Request) -> JSONResponse:
         """Erase everything about one number (``{"phone": "+…", "dry_run": false}``); answers
-        what was touched per table."""
-        _authorize(request, settings)
+        what was touched per table. Only an unscoped key may erase (a person spans senders)."""
+        _unscoped(await _authorize(request.headers), "erasure needs")
         data = await _json_body(request, MAX_JOB_BYTES)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_erasure", "body must be a JSON object",
