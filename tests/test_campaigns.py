@@ -88,7 +88,8 @@ def test_state_changes_and_their_refusals(db: Any, monkeypatch: pytest.MonkeyPat
 def test_bad_campaigns_are_refused_naming_the_field(db: Any) -> None:
     for kw, field in ((dict(template="nope"), "template"), (dict(sender="ghost"), "sender"),
                       (dict(kind="otp"), "kind"), (dict(start_at=datetime(2026, 12, 1)), "start_at"),
-                      (dict(cron="0 9 * * *"), "cron")):
+                      (dict(cron="0 9 * *"), "cron"), (dict(cron="61 * * * *"), "cron"),
+                      (dict(cron="CRON_TZ=Mars/Base 0 9 * * *"), "cron")):
         with pytest.raises(CampaignError) as e:
             _campaign(**kw)
         assert e.value.field == field and e.value.status == 422
@@ -161,6 +162,17 @@ def test_a_campaign_end_to_end_with_pause_and_resume(stack: Any, db: Any) -> Non
         assert st["cost"]["billable"] >= 1 and "marketing" in st["cost"]["billable_by_category"]
         wait_for(lambda: api.get(f"/v1/campaigns/{cid}").json()["status"] == "completed", timeout=30,
                  what="completed")
+        st = api.get(f"/v1/campaigns/{cid}").json()
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {(x.name, x.labels.get("status") or x.labels.get("state") or x.labels.get("category")): x.value
+                   for fam in text_string_to_metric_families(httpx.get(f"{stack.web_url}/metrics").text)
+                   for x in fam.samples if x.labels.get("campaign") == cid and x.labels.get("name") == "Winter"}
+        assert samples[("wanotify_campaign_state", "completed")] == 1.0
+        for k in ("delivered", "read", "rejected", "total"):
+            assert samples[("wanotify_campaign_messages", k)] == st["counts"][k]
+        assert samples[("wanotify_campaign_billable_messages", "marketing")] == \
+            st["cost"]["billable_by_category"]["marketing"]
         assert api.post(f"/v1/campaigns/{cid}:pause").status_code == 409
         assert api.get(f"/v1/campaigns/{uuid.uuid4()}").status_code == 404
         assert api.get("/v1/campaigns/nope").status_code == 422
@@ -224,3 +236,122 @@ def test_spam_or_policy_errors_pause_the_senders_campaigns(db: Any, monkeypatch:
     cid = _running(monkeypatch)
     assert str(cid) in auto_pause("Meta error 131048 on sender main", sender="main")
     assert status(cid)["status"] == "paused" and "131048" in status(cid)["status_reason"]
+
+
+def test_cron_schedules_are_parsed_by_celery_and_name_what_is_wrong() -> None:
+    from wanotify.cron import CronError, parse
+
+    wed = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)  # a Wednesday
+    assert parse("30 9 * * 1-5").next_after(wed) == datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+    assert parse("30 9 * * 1-5").next_after(datetime(2026, 11, 27, 10, 0, tzinfo=UTC)) == \
+        datetime(2026, 11, 30, 9, 30, tzinfo=UTC)  # Friday after 09:30: Monday
+    assert parse("CRON_TZ=Asia/Kolkata 30 9 * * *").next_after(wed) == datetime(2026, 11, 26, 4, 0, tzinfo=UTC)
+    assert parse("@hourly").next_after(wed) == datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+    assert parse("*/5 * * * *").next_after(wed + timedelta(seconds=30)) == wed + timedelta(minutes=5)
+    assert parse("  0   0 1 1 * ").expression == "0 0 1 1 *"
+    for bad, words in (("", "empty"), ("* * *", "3 fields"), ("61 * * * *", "61"),
+                       ("* * 31 2 *", "never occurs"), ("CRON_TZ=Nowhere/X * * * * *", "time zone")):
+        with pytest.raises(CronError, match=words):
+            parse(bad)
+
+
+def test_a_recurring_campaign_starts_a_run_each_time_and_follows_pause_and_cancel(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wanotify.campaigns import start_due_runs
+
+    kicked: list[uuid.UUID] = []
+    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda cid, *a, **k: kicked.append(cid) or True)
+    cid = _campaign(name="Monday digest", cron="0 9 * * 1")
+    phones = [_rnd() for _ in range(3)]
+    import_audience(cid, io.StringIO("to,body_1,body_2\n" + "".join(f"{p},A,5%\n" for p in phones)
+                                     + "+91123,Bad,1%\n", newline=""))
+    out = change(cid, "start")
+    assert out["status"] == "scheduled"
+    first = datetime.fromisoformat(out["next_run_at"])
+    assert first > datetime.now(UTC) and first.weekday() == 0 and (first.hour, first.minute) == (9, 0)
+    assert start_due_runs(first - timedelta(seconds=1)) == []  # not yet
+    runs = start_due_runs(first + timedelta(seconds=2))
+    assert len(runs) == 1 and kicked == []  # the tick kicks; start_due_runs only creates
+    run = status(runs[0])
+    assert run["status"] == "running" and run["parent_id"] == str(cid) and run["name"] == "Monday digest #1"
+    assert run["counts"]["total"] == 3 and run["counts"]["pending"] == 3 and run["counts"]["rejected"] == 1
+    parent = status(cid)
+    assert parent["status"] == "scheduled" and parent["run_count"] == 1
+    assert datetime.fromisoformat(parent["next_run_at"]) == first + timedelta(days=7)
+    assert [r["id"] for r in parent["recent_runs"]] == [str(runs[0])]
+    # Beat down for three weeks: one run when it comes back, and the next time from then.
+    later = first + timedelta(days=21, hours=1)
+    assert len(start_due_runs(later)) == 1
+    assert datetime.fromisoformat(status(cid)["next_run_at"]) == first + timedelta(days=28)
+    # Pausing the recurring campaign pauses its active runs and stops new ones.
+    assert change(cid, "pause")["status"] == "paused"
+    assert status(runs[0])["status"] == "paused"
+    assert start_due_runs(first + timedelta(days=60)) == []
+    resumed = change(cid, "resume")
+    assert resumed["status"] == "scheduled" and status(runs[0])["status"] == "running"
+    assert datetime.fromisoformat(resumed["next_run_at"]) > datetime.now(UTC)
+    assert change(cid, "cancel")["status"] == "cancelled"
+    assert status(runs[0])["status"] == "cancelled"
+
+
+def test_a_recurring_campaign_is_checked_against_the_budget_at_start_and_at_each_run(
+        db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import os
+
+    from wanotify.campaigns import start_due_runs
+    from wanotify.config import reset_settings
+
+    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda *a, **k: True)
+    senders = json.loads(os.environ["WANOTIFY_SENDERS"])
+    senders[0]["daily_unique_limit"] = 3  # marketing may reach 2 a day
+    monkeypatch.setenv("WANOTIFY_SENDERS", json.dumps(senders))
+    reset_settings()
+    try:
+        big = _campaign(cron="@daily")
+        import_audience(big, io.StringIO("to,body_1,body_2\n" + "".join(f"{_rnd()},A,5%\n" for _ in range(3)),
+                                         newline=""))
+        with pytest.raises(CampaignError) as e:
+            change(big, "start")
+        assert e.value.status == 409 and "reach 2 unique recipients a day" in e.value.reason
+        small = _campaign(cron="@daily")
+        import_audience(small, io.StringIO(f"to,body_1,body_2\n{_rnd()},A,5%\n{_rnd()},B,5%\n", newline=""))
+        nxt = datetime.fromisoformat(change(small, "start")["next_run_at"])
+        monkeypatch.setattr("wanotify.throttle.Tier.used", lambda self, r: 2)  # today's budget is spent
+        assert start_due_runs(nxt + timedelta(seconds=1)) == []
+        st = status(small)
+        assert st["run_count"] == 0 and "skipped" in st["status_reason"] and "0 unique recipients left" in \
+            st["status_reason"]
+        assert datetime.fromisoformat(st["next_run_at"]) == nxt + timedelta(days=1)
+    finally:
+        monkeypatch.undo()
+        reset_settings()
+
+
+def test_a_recurring_campaign_over_http_sends_each_run(stack: Any, db: Any) -> None:
+    """Created with a cron schedule over HTTP; when its time comes (set in the database here,
+    as the clock would), the worker's tick starts a run that sends to every recipient."""
+    from conftest import wait_for
+
+    phones = [_rnd() for _ in range(5)]
+    csv_text = "to,body_1,body_2\n" + "".join(f"{p},Guest,{i}%\n" for i, p in enumerate(phones))
+    with stack.api() as api:
+        bad = api.post("/v1/campaigns", json={"name": "R", "template": "seasonal_sale", "cron": "every day"})
+        assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["field"] == "cron"
+        cid = api.post("/v1/campaigns", json={"name": "Weekly", "template": "seasonal_sale",
+                                              "cron": "CRON_TZ=Asia/Kolkata 0 10 * * 6"}).json()["id"]
+        api.post(f"/v1/campaigns/{cid}/audience", content=csv_text.encode(), headers={"Content-Type": "text/csv"})
+        st = api.post(f"/v1/campaigns/{cid}:start").json()
+        assert st["status"] == "scheduled"
+        with db() as s:
+            s.execute(text("UPDATE campaigns SET next_run_at = now() - interval '1 second' WHERE id = :id"),
+                      {"id": cid})
+        got = wait_for(lambda: (api.get(f"/v1/campaigns/{cid}").json()["recent_runs"] or [None])[0],
+                       timeout=30, what="a run started")
+        wait_for(lambda: api.get(f"/v1/campaigns/{got['id']}").json()["status"] == "completed", timeout=60,
+                 what="the run completed")
+        run = api.get(f"/v1/campaigns/{got['id']}").json()
+        assert run["counts"]["total"] == 5 and run["counts"]["delivered"] + run["counts"]["read"] == 5
+        parent = api.get(f"/v1/campaigns/{cid}").json()
+        assert parent["status"] == "scheduled" and parent["run_count"] == 1
+        assert datetime.fromisoformat(parent["next_run_at"]) > datetime.now(UTC) + timedelta(hours=1)

@@ -7,6 +7,11 @@ recipients into ordinary jobs in chunks, only while the sender's marketing lane 
 so a large campaign never floods Redis or delays OTPs (which have their own lane, released
 first). Pause and cancel act on jobs already queued too: the claim skips a paused
 campaign's jobs and cancel ends them.
+
+A recurring campaign (``cron``) holds its audience and stays ``scheduled``; each time its
+schedule comes round, beat's tick starts a *run*: a campaign of its own (``parent_id``)
+with a copy of the audience, checked against the daily budget then, sent like any other.
+Pausing or cancelling the recurring campaign stops future runs and acts on active ones.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import io
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -66,14 +71,19 @@ def create(name: str, template: str, language: str = "en", sender: str | None = 
     if start_at is not None and start_at.tzinfo is None:
         raise CampaignError(422, "start_at", "must include a time zone, e.g. 2026-12-01T09:30:00+05:30")
     if cron is not None:
-        raise CampaignError(422, "cron", "recurring campaigns are not supported yet: give start_at")
+        from wanotify.cron import CronError, parse
+
+        try:
+            cron = parse(cron).expression
+        except CronError as exc:
+            raise CampaignError(422, "cron", str(exc)) from None
     cid = uuid7()
     with session_scope() as s:
         s.execute(text(
-            "INSERT INTO campaigns (id, name, template, language, category, kind, sender, status, start_at)"
-            " VALUES (:id, :name, :t, :l, :cat, :kind, :sender, 'draft', :start)"),
+            "INSERT INTO campaigns (id, name, template, language, category, kind, sender, status, start_at, cron)"
+            " VALUES (:id, :name, :t, :l, :cat, :kind, :sender, 'draft', :start, :cron)"),
             {"id": cid, "name": name.strip(), "t": template, "l": language, "cat": t.category, "kind": kind,
-             "sender": settings.sender(sender).name, "start": start_at})
+             "sender": settings.sender(sender).name, "start": start_at, "cron": cron})
     return {"id": str(cid), "status": "draft"}
 
 
@@ -275,6 +285,7 @@ def import_bytes(cid: uuid.UUID, body: bytes, content_type: str) -> ImportReport
 def change(cid: uuid.UUID, action: str, reason: str | None = None) -> dict[str, Any]:
     """start | pause | resume | cancel; effective for jobs already queued too."""
     now = datetime.now(UTC)
+    next_run: datetime | None = None
     with session_scope() as s:
         c = _load(s, cid, lock=True)
         if c.status not in TRANSITIONS[action]:
@@ -284,32 +295,57 @@ def change(cid: uuid.UUID, action: str, reason: str | None = None) -> dict[str, 
                                      " AND state = 'pending'"), {"id": cid}).scalar_one()
             if not pending:
                 raise CampaignError(409, "audience", "no recipients to send to: import an audience first")
-            _check_budget(s, c, pending)
-            new = "scheduled" if c.start_at is not None and c.start_at > now else "running"
+            if c.cron:
+                _check_budget(s, c, pending, whole_tier=True)
+                new = "scheduled"
+                next_run = _schedule(c.cron).next_after(max(now, c.start_at or now) - timedelta(seconds=1))
+            else:
+                _check_budget(s, c, pending)
+                new = "scheduled" if c.start_at is not None and c.start_at > now else "running"
+        elif action == "resume" and c.cron:
+            new = "scheduled"
+            next_run = _schedule(c.cron).next_after(now)
         else:
             new = {"pause": "paused", "resume": "running", "cancel": "cancelled"}[action]
         s.execute(text(
             "UPDATE campaigns SET status = CAST(:st AS varchar), status_reason = :why, updated_at = now(),"
+            " next_run_at = COALESCE(:next, next_run_at),"
             " started_at = CASE WHEN CAST(:st AS varchar) = 'running' THEN COALESCE(started_at, now())"
             " ELSE started_at END,"
             " finished_at = CASE WHEN CAST(:st AS varchar) = 'cancelled' THEN now() ELSE finished_at END"
             " WHERE id = :id"),
-            {"st": new, "why": reason, "id": cid})
+            {"st": new, "why": reason, "id": cid, "next": next_run})
         if new == "cancelled":
             s.execute(text(
                 "UPDATE notifications SET status = 'cancelled', finished_at = now(), updated_at = now(),"
                 " error_message = 'campaign cancelled' WHERE campaign_id = :id AND status = 'queued'"),
                 {"id": cid})
+        runs: list[uuid.UUID] = []
+        if c.cron and action in ("pause", "resume", "cancel"):
+            runs = list(s.execute(text("SELECT id FROM campaigns WHERE parent_id = :id AND status = ANY(:st)"),
+                                  {"id": cid, "st": list(TRANSITIONS[action])}).scalars())
     if new == "running":
         if action == "resume":
             _repush_queued(cid)
         end_fanout(cid)  # a chain from before the pause has stopped: start afresh
         kick_fanout(cid)
-    return {"id": str(cid), "status": new}
+    for run in runs:  # the recurring campaign's active runs follow it
+        change(run, action, reason)
+    out: dict[str, Any] = {"id": str(cid), "status": new}
+    if next_run is not None:
+        out["next_run_at"] = next_run.isoformat()
+    return out
 
 
-def _check_budget(s: Any, c: Any, pending: int) -> None:
-    """Marketing beyond the portfolio's remaining daily unique-recipient budget is refused."""
+def _schedule(cron: str) -> Any:
+    from wanotify.cron import parse
+
+    return parse(cron)
+
+
+def _check_budget(s: Any, c: Any, pending: int, whole_tier: bool = False) -> None:
+    """Marketing beyond the portfolio's remaining daily unique-recipient budget is refused
+    (``whole_tier``: beyond a whole day's budget, for a recurring campaign's audience)."""
     if c.kind != "marketing":
         return
     from wanotify.config import get_settings
@@ -320,8 +356,15 @@ def _check_budget(s: Any, c: Any, pending: int) -> None:
     tier = Tier.for_sender(sender)
     if tier is None:
         return
-    used = tier.used(get_redis())
     limit = int(tier.limit * tier.marketing_share)  # marketing's share of the tier
+    if whole_tier:
+        if pending > limit:
+            raise CampaignError(
+                409, "audience",
+                f"{pending} recipients, but the portfolio's daily budget lets marketing reach {limit} unique"
+                f" recipients a day ({tier.limit} in all): split the audience")
+        return
+    used = tier.used(get_redis())
     left = max(0, limit - used)
     if pending > left:
         raise CampaignError(
@@ -478,10 +521,11 @@ def end_fanout(cid: uuid.UUID) -> None:
 
 def tick() -> dict[str, int]:
     """Beat's periodic step: start due campaigns, keep running ones fed, complete finished ones."""
-    out = {"started": 0, "kicked": 0, "completed": 0}
+    out = {"started": 0, "kicked": 0, "completed": 0, "runs": 0}
     with session_scope() as s:
         due = s.execute(text("UPDATE campaigns SET status = 'running', started_at = now(), updated_at = now()"
-                             " WHERE status = 'scheduled' AND start_at <= now() RETURNING id")).scalars().all()
+                             " WHERE status = 'scheduled' AND cron IS NULL AND start_at <= now()"
+                             " RETURNING id")).scalars().all()
         out["started"] = len(due)
         running = s.execute(text("SELECT id FROM campaigns WHERE status = 'running'")).scalars().all()
         finished = s.execute(text(
@@ -495,7 +539,54 @@ def tick() -> dict[str, int]:
     for cid in set(running) - set(finished):
         if kick_fanout(cid):
             out["kicked"] += 1
+    for run in start_due_runs():
+        out["runs"] += 1
+        kick_fanout(run)
     return out
+
+
+def start_due_runs(now: datetime | None = None) -> list[uuid.UUID]:
+    """Start a run of every recurring campaign whose time has come (one run per campaign,
+    however many times were missed while beat was down); the next time is set from now."""
+    import logging
+
+    now = now or datetime.now(UTC)
+    started: list[uuid.UUID] = []
+    with session_scope() as s:
+        parents = s.execute(text(
+            "SELECT * FROM campaigns WHERE cron IS NOT NULL AND status = 'scheduled' AND next_run_at <= :now"
+            " ORDER BY next_run_at FOR UPDATE SKIP LOCKED"), {"now": now}).all()
+        for c in parents:
+            nxt = _schedule(c.cron).next_after(now)
+            pending = s.execute(text("SELECT count(*) FROM campaign_recipients WHERE campaign_id = :id"
+                                     " AND state = 'pending'"), {"id": c.id}).scalar_one()
+            try:
+                _check_budget(s, c, pending)
+            except CampaignError as exc:
+                s.execute(text("UPDATE campaigns SET next_run_at = :next, updated_at = now(), status_reason = :why"
+                               " WHERE id = :id"),
+                          {"next": nxt, "id": c.id, "why": f"run of {c.next_run_at.isoformat()} skipped: {exc.reason}"})
+                logging.getLogger("wanotify.campaigns").error(
+                    "recurring campaign run skipped: %s", exc.reason, extra={"campaign": str(c.id), "alert": True})
+                continue
+            run = uuid7()
+            s.execute(text(
+                "INSERT INTO campaigns (id, name, template, language, category, kind, sender, status, start_at,"
+                " started_at, parent_id)"
+                " VALUES (:id, :name, :t, :l, :cat, :kind, :sender, 'running', :at, now(), :parent)"),
+                {"id": run, "name": f"{c.name} #{c.runs + 1}"[:200], "t": c.template, "l": c.language,
+                 "cat": c.category, "kind": c.kind, "sender": c.sender, "at": c.next_run_at, "parent": c.id})
+            s.execute(text(
+                "INSERT INTO campaign_recipients (campaign_id, phone, line, params, tz, email, locale, state)"
+                " SELECT :run, phone, line, params, tz, email, locale, 'pending' FROM campaign_recipients"
+                " WHERE campaign_id = :id AND state = 'pending'"), {"run": run, "id": c.id})
+            s.execute(text("INSERT INTO campaign_rejects (campaign_id, line, reason)"
+                           " SELECT :run, line, reason FROM campaign_rejects WHERE campaign_id = :id"),
+                      {"run": run, "id": c.id})
+            s.execute(text("UPDATE campaigns SET next_run_at = :next, runs = runs + 1, status_reason = NULL,"
+                           " updated_at = now() WHERE id = :id"), {"next": nxt, "id": c.id})
+            started.append(run)
+    return started
 
 
 # --- progress and outcome ---------------------------------------------------------------
@@ -518,6 +609,9 @@ def status(cid: uuid.UUID) -> dict[str, Any]:
             " JOIN notifications n ON n.id = e.notification_id WHERE n.campaign_id = :id"
             " AND e.pricing IS NOT NULL AND COALESCE((e.pricing->>'billable')::boolean, true)"
             " GROUP BY 1"), {"id": cid}).all())
+        runs = [{"id": str(r.id), "status": r.status, "started_at": r.started_at.isoformat() if r.started_at else None}
+                for r in s.execute(text("SELECT id, status, started_at FROM campaigns WHERE parent_id = :id"
+                                        " ORDER BY started_at DESC NULLS LAST LIMIT 20"), {"id": cid})]
     g = by_status.get
     counts = {
         "total": sum(rec.values()),
@@ -539,6 +633,8 @@ def status(cid: uuid.UUID) -> dict[str, Any]:
         "id": str(c.id), "name": c.name, "status": c.status, "status_reason": c.status_reason,
         "template": c.template, "language": c.language, "kind": c.kind, "sender": c.sender,
         "start_at": c.start_at.isoformat() if c.start_at else None,
+        "cron": c.cron, "next_run_at": c.next_run_at.isoformat() if c.next_run_at else None,
+        "parent_id": str(c.parent_id) if c.parent_id else None, "run_count": c.runs, "recent_runs": runs,
         "started_at": c.started_at.isoformat() if c.started_at else None,
         "finished_at": c.finished_at.isoformat() if c.finished_at else None,
         "counts": counts,

@@ -281,6 +281,10 @@ def demo(
     raise typer.Exit(code)
 
 
+from wanotify.privacy_cli import register as _register_privacy  # noqa: E402
+
+_register_privacy(app)  # wanotify purge, wanotify erase
+
 dlq_app = typer.Typer(help="Dead letters: jobs that exhausted every channel.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 
@@ -344,6 +348,10 @@ def dlq_replay(notification_id: Annotated[str, typer.Argument(help="The job's id
 
 senders_app = typer.Typer(help="Sender phone numbers: paused state.", no_args_is_help=True)
 app.add_typer(senders_app, name="senders")
+
+from wanotify.keys_cli import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
 
 
 @senders_app.command("list")
@@ -479,7 +487,7 @@ def campaign_create(
     kind: Annotated[str, typer.Option(help="marketing or transactional.")] = "marketing",
     audience: Annotated[str | None, typer.Option(help="CSV (to, body_1…, tz, email, locale) or JSON lines.")] = None,
     start_at: Annotated[str | None, typer.Option(help="ISO time with zone (default: when started).")] = None,
-    cron: Annotated[str | None, typer.Option(help="Recurring schedule (not supported yet).")] = None,
+    cron: Annotated[str | None, typer.Option(help="Recurring schedule: five cron fields (UTC, or a CRON_TZ=Zone prefix), e.g. '30 9 * * 1-5'.")] = None,
 ) -> None:
     """Create a campaign (a draft), optionally importing its audience; prints the id and the report."""
     from datetime import datetime
@@ -575,6 +583,12 @@ def campaign_status(
         t.add_row("read rate", "—" if st["read_rate"] is None else f"{st['read_rate']:.1%}")
         for cat, n in st["cost"]["billable_by_category"].items():
             t.add_row(f"billable: {cat}", f"{n:,}")
+        if st["cron"]:
+            t.add_row("schedule", st["cron"])
+            t.add_row("next run", st["next_run_at"] or "—")
+            t.add_row("runs", f"{st['run_count']:,}")
+            for r in st["recent_runs"][:5]:
+                t.add_row(f"run {r['id']}", f"{r['status']} {r['started_at'] or ''}")
         return st, t
 
     try:

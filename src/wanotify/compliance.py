@@ -60,12 +60,12 @@ class Preference:
 
 
 UPSERT_SQL = text(
-    "INSERT INTO opt_outs (phone, opted_out, source, detail, at, updated_at)"
-    " SELECT r.phone, r.opted_out, r.source, r.detail, r.at, now()"
+    "INSERT INTO opt_outs (phone_hash, phone, opted_out, source, detail, at, updated_at)"
+    " SELECT r.h, r.phone, r.opted_out, r.source, r.detail, r.at, now()"
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
-    "   AS r(phone text, opted_out bool, source text, detail text, at timestamptz)"
-    " ON CONFLICT (phone) DO UPDATE SET opted_out = excluded.opted_out, source = excluded.source,"
-    "   detail = excluded.detail, at = excluded.at, updated_at = now()"
+    "   AS r(h text, phone text, opted_out bool, source text, detail text, at timestamptz)"
+    " ON CONFLICT (phone_hash) DO UPDATE SET phone = excluded.phone, opted_out = excluded.opted_out,"
+    "   source = excluded.source, detail = excluded.detail, at = excluded.at, updated_at = now()"
     " WHERE excluded.at >= opt_outs.at"
 )
 
@@ -81,18 +81,25 @@ def record_preferences(s: Session, prefs: Iterable[Preference]) -> int:
             latest[p.phone] = p
     if not latest:
         return 0
-    rows = [{"phone": p.phone, "opted_out": p.opted_out, "source": p.source, "detail": p.detail,
+    from wanotify.privacy import phone_hash
+
+    rows = [{"h": phone_hash(p.phone), "phone": p.phone, "opted_out": p.opted_out, "source": p.source, "detail": p.detail,
              "at": p.at.isoformat()} for p in latest.values()]
     s.execute(UPSERT_SQL, {"rows": orjson.dumps(rows).decode()})
     return len(rows)
 
 
 def opted_out(s: Session, phones: Iterable[str]) -> set[str]:
-    wanted = list(set(phones))
-    if not wanted:
+    """The numbers among ``phones`` that opted out (looked up by keyed hash: an erased
+    person's opt-out, which keeps only the hash, still holds)."""
+    from wanotify.privacy import phone_hash
+
+    by_hash = {phone_hash(p): p for p in set(phones)}
+    if not by_hash:
         return set()
-    return set(s.execute(text("SELECT phone FROM opt_outs WHERE opted_out AND phone = ANY(:p)"),
-                         {"p": wanted}).scalars())
+    return {by_hash[h] for h in s.execute(
+        text("SELECT phone_hash FROM opt_outs WHERE opted_out AND phone_hash = ANY(:h)"),
+        {"h": list(by_hash)}).scalars()}
 
 
 # --- quiet hours ------------------------------------------------------------------------

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     opt_out_keywords: str = "STOP,STOP ALL,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT,OPT OUT,OPTOUT"
     opt_in_keywords: str = "START,UNSTOP,SUBSCRIBE,OPT IN,OPTIN"
     otp_delivery_deadline_s: float = Field(default=30.0, gt=0)
+    # Privacy (privacy.py): how long personal fields are kept per kind, and the key of the
+    # personal-data hashes (unset: a random key generated in the database; see the README).
+    retention: str = "otp=24h,transactional=90d,marketing=90d,inbound=30d,webhooks=7d,rejected=30d"
+    pii_hash_key: SecretStr | None = None
+    purge_interval_s: float = Field(default=3600.0, gt=0)
 
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)
@@ -130,6 +135,14 @@ class Settings(BaseSettings):
     # JSON (or @file) map of sender name or token fingerprint ("sha256:…") to when that token
     # expires (ISO time or unix seconds): the sandbox then answers 190/463 as Meta does.
     sandbox_token_expiry: str | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        from wanotify.privacy import parse_retention
+
+        parse_retention(v)  # a clear error at start-up, naming the bad item
+        return v
 
     @field_validator("graph_api_url")
     @classmethod

@@ -79,7 +79,7 @@ WITH ex AS (
     error_message = 'the recipient opted out of marketing messages', claim_token = NULL
   FROM opt_outs o
   WHERE n.id = ANY(%(ids)s) AND n.kind = 'marketing' AND n.status IN ('queued', 'sending')
-    AND o.phone = n.to_number AND o.opted_out
+    AND o.phone_hash = n.to_hash AND o.opted_out
   RETURNING n.id
 ), ov AS (
   INSERT INTO status_events (notification_id, dedupe_key, status, source, at)

@@ -139,6 +139,10 @@ class Dispatcher:
         self.pacers: dict[str, Pacer] = {}
         self.paused: set[str] = set()  # senders this process saw paused
         self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
+        # Drains running in this process, by sender: a kick for a sender one of them owns
+        # (an OTP just queued) wakes it to release at once instead of at its next planned
+        # look (up to the reservation horizon later).
+        self.wakers: dict[str, asyncio.Event] = {}
         from wanotify.compliance import parse_window
 
         self.quiet = parse_window(settings.quiet_hours)
@@ -165,7 +169,11 @@ class Dispatcher:
         self.paused.discard(sender.name)
         if not await self.lanes.claim(sender.name, token, lease_ms):
             stats.owned = False
+            waker = self.wakers.get(sender.name)
+            if waker is not None:
+                waker.set()
             return stats
+        waker = self.wakers[sender.name] = asyncio.Event()
         pace = Pace.for_sender(sender, settings)
         tier = Tier.for_sender(sender)
         horizon = settings.reserve_horizon_ms
@@ -188,6 +196,7 @@ class Dispatcher:
                 if lag > MAX_LAG_MS and time.monotonic() < deadline:
                     await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
                     continue
+                waker.clear()  # a kick from here on wakes the wait below
                 rel = await self.lanes.release(
                     sender.name, pace, MAX_RELEASE, lease_ms, horizon, tier
                 )
@@ -222,10 +231,15 @@ class Dispatcher:
                     wake = min(rel.next_due_ms, wall + 200.0)
                 else:
                     wake = wall + 20.0
-                await asyncio.sleep(max(1.0, wake - wall) / 1000)
+                try:
+                    await asyncio.wait_for(waker.wait(), max(1.0, wake - wall) / 1000)
+                except TimeoutError:
+                    pass
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            if self.wakers.get(sender.name) is waker:
+                del self.wakers[sender.name]
             _released, depth, next_due = await self.lanes.finish(sender.name, token, force=True)
             stats.depth_left = depth
             stats.next_due_ms = next_due

@@ -60,15 +60,19 @@ def replay(job_id: uuid.UUID) -> dict[str, str]:
     with connection_scope() as conn:
         marked = conn.exec_driver_sql(
             "UPDATE dead_letters SET replayed_at = now() WHERE notification_id = %(id)s"
-            " AND replayed_at IS NULL RETURNING notification_id",
+            " AND replayed_at IS NULL AND NOT EXISTS (SELECT 1 FROM notifications n"
+            "   WHERE n.id = notification_id AND n.redacted_at IS NOT NULL) RETURNING notification_id",
             {"id": job_id},
         ).one_or_none()
         if marked is None:
             exists = conn.exec_driver_sql(
-                "SELECT replayed_at FROM dead_letters WHERE notification_id = %(id)s", {"id": job_id}
+                "SELECT d.replayed_at, n.redacted_at FROM dead_letters d LEFT JOIN notifications n"
+                " ON n.id = d.notification_id WHERE d.notification_id = %(id)s", {"id": job_id}
             ).one_or_none()
             raise ReplayRefused(
-                f"no dead letter {job_id}" if exists is None else f"dead letter {job_id} was already replayed"
+                f"no dead letter {job_id}" if exists is None
+                else f"dead letter {job_id} was already replayed" if exists.replayed_at is not None
+                else f"dead letter {job_id}: its content was removed (OTP code wiped, retention or erasure)"
             )
         row = conn.exec_driver_sql(
             "UPDATE notifications SET status = 'queued', fallback_state = NULL, attempt_count = 0,"

@@ -22,6 +22,7 @@ from wanotify.errors import IdempotencyConflict, InvalidJob
 from wanotify.ids import uuid7
 from wanotify.jobs import QUEUE_FOR_KIND, Accepted, JobBody, parse_job, utcnow
 from wanotify.phones import digits
+from wanotify.privacy import keyed_fingerprint, phone_hash
 from wanotify.templates import Catalogue, TemplateError, get_catalogue
 from wanotify.throttle import LANE_NAMES, Lanes, entry
 
@@ -123,6 +124,8 @@ def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> di
         "expires": j.effective_expiry(now),
         "campaign": str(campaign_id) if campaign_id else None,
         "tz": j.timezone,
+        # Marketing only: the claim checks the opt-out list by this keyed hash.
+        "to_hash": phone_hash(j.to) if j.kind == "marketing" else None,
     }
 
 
@@ -131,13 +134,14 @@ def _row(p: Prepared, now: datetime, campaign_id: uuid.UUID | None = None) -> di
 INSERT_SQL = text(
     "INSERT INTO notifications (id, idempotency_key, request_hash, kind, channel, status, sender,"
     " to_number, template, language, category, params, text_body, payload, fallback, metadata,"
-    " expires_at, campaign_id, recipient_tz, created_at, updated_at)"
+    " expires_at, campaign_id, recipient_tz, to_hash, created_at, updated_at)"
     " SELECT r.id, r.key, r.hash, r.kind, 'whatsapp', 'queued', r.sender, r.to, r.template,"
     " r.language, r.category, r.params, r.text, r.payload, r.fallback, r.meta, r.expires,"
-    " r.campaign, r.tz, :now, :now"
+    " r.campaign, r.tz, r.to_hash, :now, :now"
     " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id uuid, key text, hash text, kind text,"
     " sender text, \"to\" text, template text, language text, category text, params jsonb,"
-    " text text, payload jsonb, fallback jsonb, meta jsonb, expires timestamptz, campaign uuid, tz text)"
+    " text text, payload jsonb, fallback jsonb, meta jsonb, expires timestamptz, campaign uuid, tz text,"
+    " to_hash text)"
     " ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
 )
 
@@ -190,7 +194,9 @@ def store(items: list[Prepared], campaign_id: uuid.UUID | None = None
         if results[i] is None:
             assert p.key is not None
             existing_id, existing_hash, status = _existing(p.key)
-            if existing_hash == p.fingerprint:
+            if existing_hash == p.fingerprint or (  # an OTP's is re-keyed once its code is wiped
+                    existing_hash and existing_hash.startswith("k:") and p.fingerprint
+                    and existing_hash == keyed_fingerprint(p.fingerprint)):
                 results[i] = Accepted(id=str(existing_id), status=status, duplicate=True)
             else:
                 results[i] = IdempotencyConflict(p.key, str(existing_id))

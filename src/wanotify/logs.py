@@ -24,6 +24,20 @@ def scrub(text: str) -> str:
     return _PHONE.sub(lambda m: f"+{m.group(1)}{'*' * (len(m.group(0).lstrip('+')) - 4)}{m.group(2)}", text)
 
 
+def args_summary(args: Any) -> str:
+    """What task events may show of a job-body argument: its kind, template and sender, and
+    the masked recipient; never parameters, texts, emails or metadata."""
+    parts = []
+    for a in args if isinstance(args, (list, tuple)) else [args]:
+        if isinstance(a, dict):
+            shown = " ".join(f"{k}={str(a[k])[:64]}" for k in ("kind", "template", "sender") if k in a)
+            to = scrub(str(a["to"])[:32]) if "to" in a else None
+            parts.append(f"<job {shown}{' to=' + to if to else ''} ({len(a)} fields)>")
+        else:
+            parts.append(f"<{type(a).__name__}>")
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
 def scrub_value(value: Any) -> Any:
     """Scrub strings inside nested extras (Celery puts task args in a dict)."""
     if isinstance(value, str):

@@ -109,6 +109,51 @@ class DeadLetterCollector:
         yield g
 
 
+class CampaignCollector:
+    """Progress of active campaigns (and those finished in the last day), from Postgres at
+    scrape time: counts by status, read rate, billable messages by pricing category."""
+
+    MAX_CAMPAIGNS = 50
+
+    def collect(self) -> Iterator[Metric]:
+        from sqlalchemy import text
+
+        from wanotify.campaigns import CampaignError, status
+        from wanotify.db import session_scope
+
+        labels = ["campaign", "name"]
+        counts = GaugeMetricFamily("wanotify_campaign_messages", "Campaign recipients by outcome",
+                                   labels=[*labels, "status"])
+        state = GaugeMetricFamily("wanotify_campaign_state", "1 for the campaign's current state",
+                                  labels=[*labels, "state"])
+        read = GaugeMetricFamily("wanotify_campaign_read_rate", "Read / (delivered + read)", labels=labels)
+        billable = GaugeMetricFamily("wanotify_campaign_billable_messages",
+                                     "Billable messages by pricing category (from Meta's webhooks)",
+                                     labels=[*labels, "category"])
+        try:
+            with session_scope() as s:
+                ids = s.execute(text(
+                    "SELECT id FROM campaigns WHERE status IN ('scheduled', 'running', 'paused')"
+                    " OR finished_at > now() - interval '1 day' ORDER BY updated_at DESC LIMIT :n"),
+                    {"n": self.MAX_CAMPAIGNS}).scalars().all()
+            for cid in ids:
+                try:
+                    st = status(cid)
+                except CampaignError:
+                    continue
+                lv = [st["id"], st["name"]]
+                for k, v in st["counts"].items():
+                    counts.add_metric([*lv, k], float(v))
+                state.add_metric([*lv, st["status"]], 1.0)
+                if st["read_rate"] is not None:
+                    read.add_metric(lv, float(st["read_rate"]))
+                for cat, n in st["cost"]["billable_by_category"].items():
+                    billable.add_metric([*lv, str(cat)], float(n))
+        except Exception:
+            return
+        yield from (counts, state, read, billable)
+
+
 _registered = False
 
 
@@ -117,6 +162,7 @@ def register_collectors() -> None:
     if not _registered:
         REGISTRY.register(LaneCollector())
         REGISTRY.register(DeadLetterCollector())
+        REGISTRY.register(CampaignCollector())
         _registered = True
 
 

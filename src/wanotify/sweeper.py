@@ -59,8 +59,12 @@ def sweep(force: bool = False) -> dict[str, int]:
     from wanotify.campaigns import tick
 
     campaigns = tick()  # beat does this too; here it also runs where no beat is deployed
+    from wanotify.privacy import wipe_otp_codes
+
+    wiped = wipe_otp_codes()  # OTP codes are not kept once nothing can send them
     out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "reconciled": reconciled,
-           "fallback_deadline": len(late), "fallback_retried": len(again), **campaigns}
+           "fallback_deadline": len(late), "fallback_retried": len(again), **campaigns,
+           "otp_codes_wiped": wiped}
     if any(out.values()):
         log.info("sweep", extra=out)
     return out

@@ -33,7 +33,7 @@ def notification_view(job_id: uuid.UUID) -> dict[str, Any] | None:
         events = s.execute(
             text(
                 "SELECT status, at, error_code, error_title, source, pricing FROM status_events"
-                " WHERE notification_id = :id OR (provider_message_id = :w AND :w IS NOT NULL)"
+                " WHERE notification_id = :id OR (applied = false AND provider_message_id = :w AND :w IS NOT NULL)"
                 " ORDER BY at, id"
             ),
             {"id": job_id, "w": n.wamid},

@@ -67,7 +67,7 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
         admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "wanotify_bench_{name}" WITH (FORCE)')
-        redis_url = _redis_db(urls.redis_url, 13)
+        redis_url = _redis_db(urls.redis_url, 10)
         redis.Redis.from_url(redis_url).flushdb()
         os.environ.update({
             "WANOTIFY_DATABASE_URL": db_url,

@@ -573,9 +573,10 @@ class RunFigures:
 
 BASELINES: list[tuple[str, str, int, dict[float, int]]] = [
     # task, pool, concurrency, prefill per latency
-    ("naive_send", "prefork", 2, {0.0: 600, 50.0: 600}),
-    ("pooled_send", "prefork", 2, {0.0: 5_000, 50.0: 600}),
-    ("pooled_send", "threads", 32, {0.0: 4_000, 50.0: 4_000}),
+    # (enough for a window at twice the rates measured here, so the queue never runs dry)
+    ("naive_send", "prefork", 2, {0.0: 1_200, 50.0: 600}),
+    ("pooled_send", "prefork", 2, {0.0: 8_000, 50.0: 800}),
+    ("pooled_send", "threads", 32, {0.0: 8_000, 50.0: 8_000}),
 ]
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -39,6 +39,7 @@ class Base(DeclarativeBase):
 
 
 TS = DateTime(timezone=True)
+_sql = text  # inside InboundMessage, ``text`` is a column
 
 
 class Notification(Base):
@@ -67,7 +68,7 @@ class Notification(Base):
     wamid: Mapped[str | None] = mapped_column(String(128))
     recipient_tz: Mapped[str | None] = mapped_column(String(64))
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted
+    fallback_state: Mapped[str | None] = mapped_column(String(16))  # running | done | exhausted | redacted (privacy.py)
     claim_token: Mapped[str | None] = mapped_column(String(40))
     claimed_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
@@ -77,8 +78,17 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(TS)
     read_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+    # Privacy (see privacy.py): the recipient's keyed hash (marketing: the opt-out check),
+    # when an OTP's content was wiped, when the personal fields were anonymised.
+    to_hash: Mapped[str | None] = mapped_column(String(64))
+    redacted_at: Mapped[datetime | None] = mapped_column(TS)
+    anonymised_at: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
+        Index("ix_notifications_retention", "kind", "created_at",
+              postgresql_where=text("anonymised_at IS NULL")),
+        Index("ix_notifications_otp_unredacted", "expires_at",
+              postgresql_where=text("kind = 'otp' AND redacted_at IS NULL")),
         Index(
             "ix_notifications_fallback_due",
             "accepted_at",
@@ -109,7 +119,7 @@ class Attempt(Base):
         UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="CASCADE"), index=True
     )
     channel: Mapped[str] = mapped_column(String(16))
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(64))
     http_status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[int | None] = mapped_column(Integer)
@@ -126,7 +136,7 @@ class StatusEvent(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     notification_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
-    provider_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(128))
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
     status: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(16))  # webhook | worker
@@ -137,6 +147,11 @@ class StatusEvent(Base):
     conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     applied: Mapped[bool] = mapped_column(default=False, server_default="false")
     received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+    __table_args__ = (
+        # Looked up by wamid only while the job is unknown (the wamid not yet recorded).
+        Index("ix_status_events_unapplied", "provider_message_id", postgresql_where=text("applied = false")),
+    )
 
 
 class WebhookInbox(Base):
@@ -168,6 +183,10 @@ class InboundMessage(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     at: Mapped[datetime] = mapped_column(TS)
     received_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_inbound_messages_raw", "at", postgresql_where=_sql("from_number NOT LIKE '_:%'")),
+    )
 
 
 class TemplateEvent(Base):
@@ -210,16 +229,28 @@ class DeadLetter(Base):
 
 
 class OptOut(Base):
-    """A user's marketing preference (the latest change by the user's clock wins)."""
+    """A user's marketing preference (the latest change by the user's clock wins), keyed by
+    the keyed hash of the number: after an erasure only the hash is left, and still holds."""
 
     __tablename__ = "opt_outs"
 
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
     opted_out: Mapped[bool] = mapped_column(Boolean)
     source: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class PrivacyKey(Base):
+    """The hashing key used when WANOTIFY_PII_HASH_KEY is not set (generated by 0007)."""
+
+    __tablename__ = "privacy_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
 class Campaign(Base):
@@ -243,8 +274,17 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+    # Recurring (cron) campaigns hold the audience; each time comes round, a run (a campaign
+    # of its own, with parent_id) copies it and sends.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"))
+    next_run_at: Mapped[datetime | None] = mapped_column(TS)
+    runs: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
+        Index("ix_campaigns_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+        Index("ix_campaigns_next_run", "next_run_at",
+              postgresql_where=text("cron IS NOT NULL AND status = 'scheduled'")),
         Index("ix_campaigns_active", "status", postgresql_where=text("status IN ('scheduled', 'running')")),
     )
 
@@ -276,3 +316,25 @@ class CampaignReject(Base):
         UUID(as_uuid=True), ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
     line: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class ApiKey(Base):
+    """An HTTP API key: only its SHA-256 is stored; optionally scoped to senders and rate limited."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64))
+    senders: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))  # NULL: every sender
+    rate_per_s: Mapped[float | None] = mapped_column(Float)  # NULL: unlimited
+    burst: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    last_used_at: Mapped[datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        Index("uq_api_keys_hash", "hash", unique=True),
+        Index("uq_api_keys_live_name", "name", unique=True, postgresql_where=text("revoked_at IS NULL")),
+    )

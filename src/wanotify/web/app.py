@@ -57,27 +57,6 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.fields, self.headers = status, code, message, fields, headers
 
 
-def _authorize(request: Request, settings: Settings) -> str:
-    return _authorize_headers(request.headers, settings)
-
-
-def _authorize_headers(headers: Mapping[str, str], settings: Settings) -> str:
-    header = headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key:
-        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
-                       [{"field": "Authorization", "reason": "missing bearer API key"}],
-                       {"WWW-Authenticate": "Bearer"})
-    ok = False
-    for candidate in settings.api_key_set:
-        ok |= hmac.compare_digest(candidate.encode(), key.encode())
-    if not ok:
-        raise ApiError(401, "unauthorized", "unknown API key",
-                       [{"field": "Authorization", "reason": "API key not accepted"}],
-                       {"WWW-Authenticate": "Bearer"})
-    return key
-
-
 async def _body(request: Request, limit: int) -> bytes:
     """The raw body, refused (413) past ``limit`` whether declared or actual."""
     if declared_over(request.headers, limit):
@@ -115,8 +94,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Outbound WhatsApp Business notifications: enqueue, track, receive Meta's webhooks.",
     )
 
+    from wanotify.api_keys import Authenticator, KeyRecord, KeyRejected, campaign_sender, scope_job
     from wanotify.ingest import store_webhooks_and_kick
     from wanotify.intake import store
+
+    # API keys: WANOTIFY_API_KEYS (unscoped, unlimited) and those made by `wanotify keys`
+    # (cached in this process; see wanotify.api_keys for the revocation bound).
+    keys = Authenticator(settings.api_key_set, settings.redis_url)
+
+    def _rejected(exc: KeyRejected) -> ApiError:
+        return ApiError(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+    async def _authorize(headers: Mapping[str, str]) -> KeyRecord:
+        try:
+            return await keys.authenticate(headers)
+        except KeyRejected as exc:
+            raise _rejected(exc) from None
+
+    def _scoped(record: KeyRecord, data: Any) -> Any:
+        try:
+            return scope_job(record, data)
+        except KeyRejected as exc:
+            raise _rejected(exc) from None
+
+    def _conflict(record: KeyRecord, exc: IdempotencyConflict) -> str:
+        # A scoped key is not told the id of a job it may not see.
+        return f"idempotency key {exc.key!r} was already used with a different body" if record.scoped else str(exc)
+
+    def _unscoped(record: KeyRecord, what: str = "dead letters need") -> None:
+        if record.scoped:
+            raise ApiError(403, "forbidden", f"{what} an API key not scoped to senders",
+                           [{"field": "Authorization", "reason": "API key scoped to senders"}])
+
+    async def _campaign_in_scope(record: KeyRecord, cid: uuid.UUID) -> None:
+        """Another sender's campaign is, for a scoped key, a campaign that does not exist."""
+        if record.scoped:
+            sender = await run_in_threadpool(campaign_sender, cid)
+            if sender is None or not record.allows(sender):
+                raise ApiError(404, "not_found", "no such campaign", [{"field": "id", "reason": "no such campaign"}])
 
     # Concurrent requests share transactions (see group_commit): each answer still waits
     # for its own commit.
@@ -141,8 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def enqueue_one(headers: Mapping[str, str], raw: bytes) -> Response:
         """``POST /v1/notifications`` on the raw request (shared by the route and the hot path)."""
         try:
-            _authorize_headers(headers, settings)
-            data = _parse_json(raw, MAX_JOB_BYTES)
+            record = await _authorize(headers)
+            data = _scoped(record, _parse_json(raw, MAX_JOB_BYTES))
             key = headers.get("idempotency-key")
             if key is not None and not (1 <= len(key) <= 255):
                 raise ApiError(422, "invalid_job", "invalid Idempotency-Key",
@@ -158,9 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 JOBS_REJECTED.labels("api").inc()
                 raise ApiError(422, "invalid_job", str(exc), exc.as_json()) from None
             except IdempotencyConflict as exc:
-                raise ApiError(409, "idempotency_conflict", str(exc),
+                raise ApiError(409, "idempotency_conflict", _conflict(record, exc),
                                [{"field": "Idempotency-Key" if key else "idempotency_key",
-                                 "reason": str(exc)}]) from None
+                                 "reason": _conflict(record, exc)}]) from None
         except ApiError as exc:
             return _error(exc.status, exc.code, exc.message, exc.fields, exc.headers)
         if not acc.duplicate:
@@ -173,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/notifications:batch", status_code=202, tags=["notifications"])
     async def create_batch(request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        record = await _authorize(request.headers)
         data = await _json_body(request, MAX_BATCH_BYTES)
         if not isinstance(data, list):
             raise ApiError(422, "invalid_batch", "body must be a JSON array of jobs",
@@ -183,21 +198,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            [{"field": "body", "reason": f"{len(data)} jobs; the limit is {MAX_BATCH}"}])
         from wanotify.intake import notify_many
 
-        results = await run_in_threadpool(notify_many, data)
-        out: list[dict[str, Any]] = []
-        for r in results:
+        # A scoped key's out-of-scope items are refused one by one; the rest go on.
+        out: list[dict[str, Any]] = [{} for _ in data]
+        todo: list[tuple[int, Any]] = []
+        for i, item in enumerate(data):
+            try:
+                todo.append((i, scope_job(record, item)))
+            except KeyRejected as exc:
+                out[i] = {"error": {"code": exc.code, "message": exc.message, "fields": exc.fields}}
+        results = await run_in_threadpool(notify_many, [item for _, item in todo])
+        for (i, _), r in zip(todo, results, strict=True):
             if isinstance(r, InvalidJob):
-                out.append({"error": {"code": "invalid_job", "message": str(r), "fields": r.as_json()}})
+                out[i] = {"error": {"code": "invalid_job", "message": str(r), "fields": r.as_json()}}
             elif isinstance(r, IdempotencyConflict):
-                out.append({"error": {"code": "idempotency_conflict", "message": str(r),
-                                      "fields": [{"field": "idempotency_key", "reason": str(r)}]}})
+                out[i] = {"error": {"code": "idempotency_conflict", "message": _conflict(record, r),
+                                    "fields": [{"field": "idempotency_key", "reason": _conflict(record, r)}]}}
             else:
-                out.append({"id": r.id, "status": r.status})
+                out[i] = {"id": r.id, "status": r.status}
         return JSONResponse({"results": out}, status_code=202)
 
     @app.get("/v1/notifications/{job_id}", tags=["notifications"])
     async def get_notification(job_id: str, request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        record = await _authorize(request.headers)
         try:
             jid = uuid.UUID(job_id)
         except ValueError:
@@ -206,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from wanotify.views import notification_view
 
         view = await run_in_threadpool(notification_view, jid)
-        if view is None:
+        if view is None or not record.allows(view["sender"]):  # another sender's: as if unknown
             raise ApiError(404, "not_found", f"no notification {job_id}", [{"field": "id", "reason": "unknown"}])
         return JSONResponse(view)
 
@@ -214,7 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/dead-letters", tags=["dead letters"])
     async def dead_letters(request: Request, limit: int = 100, replayed: bool = False) -> JSONResponse:
-        _authorize(request, settings)
+        _unscoped(await _authorize(request.headers))
         from wanotify.dlq import list_dead
 
         rows = await run_in_threadpool(list_dead, max(1, min(limit, 1000)), replayed)
@@ -222,7 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/dead-letters/{job_id}", tags=["dead letters"])
     async def dead_letter(job_id: str, request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        _unscoped(await _authorize(request.headers))
         from wanotify.dlq import show
 
         got = await run_in_threadpool(show, _uuid_or_422(job_id))
@@ -232,7 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/dead-letters/{job_id}:replay", tags=["dead letters"])
     async def replay_dead_letter(job_id: str, request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        _unscoped(await _authorize(request.headers))
         from wanotify.dlq import ReplayRefused, replay
 
         try:
@@ -251,7 +273,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/campaigns", status_code=201, tags=["campaigns"])
     async def create_campaign(request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        record = await _authorize(request.headers)
         data = await _json_body(request, MAX_JOB_BYTES)
         if not isinstance(data, dict):
             raise ApiError(422, "invalid_campaign", "body must be a JSON object",
@@ -262,6 +284,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for f in ("name", "template"):
             if not isinstance(data.get(f), str):
                 raise ApiError(422, "invalid_campaign", f"{f} is required", [{"field": f, "reason": "required string"}])
+        data = _scoped(record, data)  # a scoped key: its first sender by default, no other
         start_at = None
         if data.get("start_at") is not None:
             try:
@@ -281,8 +304,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/campaigns/{campaign_id}/audience", tags=["campaigns"])
     async def campaign_audience(campaign_id: str, request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        record = await _authorize(request.headers)
         cid = _uuid_or_422(campaign_id)
+        await _campaign_in_scope(record, cid)
         body = await _body(request, MAX_AUDIENCE_BYTES)
         from wanotify.campaigns import import_bytes
 
@@ -294,8 +318,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/v1/campaigns/{campaign_id}", tags=["campaigns"])
     async def get_campaign(campaign_id: str, request: Request) -> JSONResponse:
-        _authorize(request, settings)
+        record = await _authorize(request.headers)
         cid = _uuid_or_422(campaign_id)
+        await _campaign_in_scope(record, cid)
         from wanotify.campaigns import status
 
         try:
@@ -305,8 +330,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def _campaign_action(action: str) -> Any:
         async def handler(campaign_id: str, request: Request) -> JSONResponse:
-            _authorize(request, settings)
+            record = await _authorize(request.headers)
             cid = _uuid_or_422(campaign_id)
+            await _campaign_in_scope(record, cid)
             from wanotify.campaigns import change
 
             try:
@@ -319,6 +345,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for _action in ("start", "pause", "resume", "cancel"):
         app.post(f"/v1/campaigns/{{campaign_id}}:{_action}", tags=["campaigns"])(_campaign_action(_action))
+
+    # ---- erasure (privacy.py) ------------------------------------------------------
+
+    @app.post("/v1/erasures", tags=["privacy"])
+    async def create_erasure(request: Request) -> JSONResponse:
+        """Erase everything about one number (``{"phone": "+…", "dry_run": false}``); answers
+        what was touched per table. Only an unscoped key may erase (a person spans senders)."""
+        _unscoped(await _authorize(request.headers), "erasure needs")
+        data = await _json_body(request, MAX_JOB_BYTES)
+        if not isinstance(data, dict):
+            raise ApiError(422, "invalid_erasure", "body must be a JSON object",
+                           [{"field": "body", "reason": "must be a JSON object"}])
+        unknown = sorted(set(data) - {"phone", "dry_run"})
+        if unknown:
+            raise ApiError(422, "invalid_erasure", "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        if not isinstance(data.get("phone"), str) or not isinstance(data.get("dry_run", False), bool):
+            bad = "phone" if not isinstance(data.get("phone"), str) else "dry_run"
+            raise ApiError(422, "invalid_erasure", f"{bad} is invalid",
+                           [{"field": bad, "reason": "required string" if bad == "phone" else "must be a boolean"}])
+        from wanotify.phones import normalize_e164
+        from wanotify.privacy import erase
+
+        try:
+            normalize_e164(data["phone"])
+        except ValueError as exc:
+            raise ApiError(422, "invalid_erasure", "phone is not a number",
+                           [{"field": "phone", "reason": str(exc)}]) from None
+        report = await run_in_threadpool(erase, data["phone"], bool(data.get("dry_run", False)))
+        return JSONResponse(report.as_json())
 
     # ---- Meta's webhook ------------------------------------------------------------
 

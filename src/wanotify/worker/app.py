@@ -27,11 +27,15 @@ def make_app() -> Celery:
             "wanotify.fallback": {"queue": "fallback"},
             "wanotify.campaign_fanout": {"queue": "bulk"},
             "wanotify.campaigns_tick": {"queue": "bulk"},
+            "wanotify.purge": {"queue": "bulk"},
         },
         # `wanotify beat`: scheduled campaigns start, running ones are fed, finished ones close.
         beat_schedule={
             "campaigns-tick": {"task": "wanotify.campaigns_tick", "schedule": 5.0,
                                "options": {"queue": "bulk", "expires": 30}},
+            # Retention (privacy.py): personal fields past WANOTIFY_RETENTION go.
+            "privacy-purge": {"task": "wanotify.purge", "schedule": settings.purge_interval_s,
+                              "options": {"queue": "bulk", "expires": settings.purge_interval_s}},
         },
         task_serializer="json",
         accept_content=["json"],

@@ -82,3 +82,21 @@ def _trim_heap(**_: Any) -> None:
         from wanotify.memory import trim
 
         trim()
+
+
+# Tasks whose arguments are job bodies (numbers, names, codes): what the worker reports of
+# them in its task events (Flower shows and keeps those) is a masked summary, whatever
+# representation the producer put in the message.
+PERSONAL_ARGS = frozenset({"wanotify.notify"})
+
+
+@signals.task_received.connect
+def _mask_personal_args(request: Any = None, **_: Any) -> None:
+    if request is None or getattr(request, "name", None) not in PERSONAL_ARGS:
+        return
+    from wanotify.logs import args_summary
+
+    # Celery's Request keeps the producer's repr in these slots and sends them in the
+    # task-received event right after this signal.
+    request._argsrepr = args_summary(request.args if hasattr(request, "args") else None)
+    request._kwargsrepr = "{}"

@@ -152,3 +152,11 @@ def campaigns_tick_task() -> dict[str, int]:
     from wanotify.campaigns import tick
 
     return tick()
+
+
+@celery_app.task(name="wanotify.purge", ignore_result=True)
+def purge_task() -> dict[str, int]:
+    """Retention: anonymise or delete personal data past ``WANOTIFY_RETENTION``."""
+    from wanotify.privacy import purge
+
+    return purge().totals()
