@@ -137,9 +137,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = exc.headers
+        headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": allowed_methods(app, request.scope)}
+            headers["Allow"] = allowed_methods(app, request.scope)
         return _error(exc.status_code, "http_error", str(exc.detail), headers=headers)
 
     # ---- notifications -------------------------------------------------------------
