@@ -216,7 +216,7 @@ def test_webhook_size_limit_is_meta_s_3_mb(client: TestClient, db: Any) -> None:
 job_values = st.fixed_dictionaries(
     {},
     optional={
-        "to": st.one_of(st.just("+919876543210"), st.text(max_size=20), st.integers(), st.none()),
+        "to": st.one_of(st.just("+919876543210"), st.text(max_size=20), st.integers(-2**63, 2**64 - 1), st.none()),
         "template": st.one_of(st.sampled_from(["order_confirmation_v2", "otp_code", "nope"]), json_values),
         "language": st.one_of(st.just("en"), json_values),
         "params": st.one_of(st.fixed_dictionaries({"body": st.lists(st.text(max_size=30), max_size=4)}),
@@ -238,6 +238,8 @@ job_values = st.fixed_dictionaries(
        key=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e),
                                         max_size=300)),
        batch=st.booleans())
+@example(body=b'{"to": 123456789012345678901234567890, "text": "hi"}', key=None, batch=False)
+@example(body=b'{"to": "+919876543210", "text": "' + b"\\ud800" + b'"}', key="k", batch=True)
 def test_api_under_hostile_job_bodies(client: TestClient, body: bytes, key: str | None, batch: bool) -> None:
     _count("API job bodies (single and batch)")
     headers = {"Authorization": "Bearer test-key-1", "Content-Type": "application/json"}
