@@ -98,6 +98,9 @@ def services() -> Iterator[dict[str, str]]:
     os.environ["WANOTIFY_DATABASE_URL"] = db_url
     os.environ["WANOTIFY_REDIS_URL"] = redis_url
     reset_settings()
+    from wanotify.db import dispose_engine
+
+    dispose_engine()  # an engine made while a test module was imported used the default URL
     _fresh_database(db_url)
     import redis as _redis
 
@@ -245,3 +248,16 @@ def statuses(session_scope: Any, ids: list[str]) -> dict[str, str]:
         rows = s.execute(text("SELECT id::text, status FROM notifications WHERE id = ANY(CAST(:ids AS uuid[]))"),
                          {"ids": ids}).all()
     return {r[0]: r[1] for r in rows}
+
+
+# Cases tried by the property-based and schema-driven tests, by suite (printed at the end
+# of the run, so the CI log shows how much hostile input the run threw at the app).
+FUZZ_COUNTS: dict[str, int] = {}
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FUZZ_COUNTS:
+        terminalreporter.section("hostile input")
+        for name, n in sorted(FUZZ_COUNTS.items()):
+            terminalreporter.write_line(f"{name}: {n} cases tried")
+        terminalreporter.write_line(f"total: {sum(FUZZ_COUNTS.values())} cases")

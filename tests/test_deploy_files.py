@@ -69,7 +69,9 @@ def test_compose_ports_match_commands() -> None:
         port = cmd[cmd.index("--port") + 1]
         assert any(p.split(":")[-1] == port for p in services[name]["ports"]), name
     assert services["flower"]["command"][services["flower"]["command"].index("--address") + 1] == "0.0.0.0"
-    assert "WANOTIFY_FLOWER_BASIC_AUTH" in _compose()["x-wanotify-env"]
+    # No shipped password: empty means Flower generates one (wanotify.flower_auth).
+    assert _compose()["x-wanotify-env"]["WANOTIFY_FLOWER_BASIC_AUTH"] == "${WANOTIFY_FLOWER_BASIC_AUTH:-}"
+    assert "--no-auth" not in services["flower"]["command"]
 
 
 def test_procfile_lines_are_real_verbs() -> None:
@@ -81,3 +83,4 @@ def test_procfile_lines_are_real_verbs() -> None:
             argv = [a for a in shlex.split(part.replace("${PORT:-8000}", "8000")
                                            .replace("${FLOWER_PORT:-5555}", "5555"))]
             _check_argv(argv)
+            assert "--no-auth" not in argv

@@ -149,31 +149,32 @@ def flower(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(help="Port for Flower.")] = 5555,
     address: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="No authentication (loopback addresses only).")] = False,
 ) -> None:
     """Run Flower against wanotify's Celery app; options go to `celery flower`.
 
-    Basic auth comes from WANOTIFY_FLOWER_BASIC_AUTH ("user:password"); Flower refuses to
-    listen beyond loopback without it. Its state persists in WANOTIFY_FLOWER_DB.
+    Always behind basic auth: WANOTIFY_FLOWER_BASIC_AUTH ("user:password"), else a generated
+    password kept in a 0600 file under the user's state dir (its path is printed). --no-auth
+    only on loopback. Its state persists in WANOTIFY_FLOWER_DB.
     """
-    import ipaddress
     import tempfile
 
+    from wanotify.flower_auth import FlowerAuthError, resolve
     from wanotify.worker.app import celery_app
 
     s = _settings()
+    configured = s.flower_basic_auth.get_secret_value() if s.flower_basic_auth is not None else None
+    try:
+        auth = resolve(configured, address, no_auth)
+    except FlowerAuthError as exc:
+        _fail(str(exc))
+    err_console.print(auth.notice, markup=False, soft_wrap=True)
+    os.environ.pop("FLOWER_BASIC_AUTH", None)
+    if auth.basic_auth is not None:
+        os.environ["FLOWER_BASIC_AUTH"] = auth.basic_auth  # not in argv: the process list shows argv
     args = [f"--port={port}", f"--address={address}", "--persistent=True",
             f"--db={s.flower_db or tempfile.gettempdir() + '/wanotify-flower.db'}",
             "--purge_offline_workers=3600"]
-    if s.flower_basic_auth is not None:
-        args.append(f"--basic-auth={s.flower_basic_auth.get_secret_value()}")
-    else:
-        try:
-            loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            _fail(f"refusing to serve Flower on {address} without authentication: "
-                  "set WANOTIFY_FLOWER_BASIC_AUTH=user:password")
     celery_app.start(["flower", *args, *ctx.args])
 
 

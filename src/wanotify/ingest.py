@@ -57,6 +57,29 @@ WHERE n.id = v.nid
 
 SPOOL_KEY = "wn:webhook:spool"
 
+# Meta's objects kept as received (pricing, conversation, raw messages) may nest deeper than
+# orjson writes (255 levels; it reads 1,024): such a part is cut at this depth and marked,
+# rather than failing the whole batch on every retry.
+_MAX_KEPT_DEPTH = 64
+
+
+def _dumps(value: Any) -> str:
+    """JSON text for a jsonb parameter."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: "Recursion limit reached"
+        return orjson.dumps(_cut(value, _MAX_KEPT_DEPTH), default=str).decode()
+
+
+def _cut(value: Any, depth: int) -> Any:
+    if isinstance(value, dict | list) and depth <= 0:
+        return "[nested too deep: not kept]"
+    if isinstance(value, dict):
+        return {k: _cut(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v, depth - 1) for v in value]
+    return value
+
 
 def spool_webhook(body: bytes) -> None:
     """Postgres is away: keep the verified raw body in Redis until the sweeper moves it."""
@@ -242,7 +265,7 @@ def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
                     "pnid": m.phone_number_id,
                     "type": m.type,
                     "text": m.text,
-                    "payload": orjson.dumps(m.raw).decode(),
+                    "payload": _dumps(m.raw),
                     "at": m.timestamp,
                 }
                 for m in p.messages
@@ -263,7 +286,7 @@ def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
                     "value": t.event,
                     "prev": t.previous,
                     "reason": t.reason,
-                    "raw": orjson.dumps(t.raw).decode(),
+                    "raw": _dumps(t.raw),
                 }
                 for t in p.templates
             ],
@@ -318,7 +341,7 @@ def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestRepo
             " ON CONFLICT (dedupe_key) DO NOTHING RETURNING notification_id, provider_message_id,"
             " status, at, error_code, error_title"
         ),
-        {"rows": orjson.dumps(rows, default=str).decode()},
+        {"rows": _dumps(rows)},
     ).all()
     report.new_events += len(inserted)
     apply_rows = [_event_params(r) for r in inserted if r.notification_id is not None]

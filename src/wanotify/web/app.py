@@ -23,6 +23,9 @@ from wanotify.errors import IdempotencyConflict, InvalidJob
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS, register_collectors
 from wanotify.web.group_commit import GroupCommit
 from wanotify.web.hot_paths import HotPaths, declared_over
+from wanotify.web.openapi_doc import install as document_api
+from wanotify.web.routing import allowed_methods, strict_path_params
+from wanotify.web.security_headers import SecurityHeaders
 from wanotify.webhook_parse import verify_signature
 
 log = logging.getLogger("wanotify.web")
@@ -148,8 +151,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(422, "invalid_request", "request validation failed", fields)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(app, request.scope)
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=headers)
 
     # ---- notifications -------------------------------------------------------------
 
@@ -432,6 +438,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return _webhook_too_large()
         return await webhook_post(request.headers, await request.body())
 
+    app.add_middleware(SecurityHeaders)  # inside HotPaths, which adds the same headers itself
     # The two busiest endpoints skip the framework's per-request machinery (routing,
     # dependency solving, exception wrapping); the routes above stay for the schema and
     # behave the same.
@@ -456,6 +463,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    strict_path_params(app)
+    document_api(app)
     return app
 
 

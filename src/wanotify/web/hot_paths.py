@@ -3,6 +3,7 @@
 FastAPI's routing, dependency solving and exception wrapping cost more per request than the
 work these endpoints do; this middleware hands their raw body and headers straight to the
 same handler functions the FastAPI routes call, and passes everything else through.
+Their answers carry the same security headers as every other (precomputed lists, appended).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from wanotify.web.security_headers import api_headers
 
 Handler = Callable[[Mapping[str, str], bytes], Awaitable[Response]]
 Route = tuple[int, Callable[[], Response], Handler]  # body limit, "too large" answer, handler
@@ -37,7 +40,7 @@ class HotPaths:
         limit, too_large, handler = route
         headers = Headers(scope=scope)
         if declared_over(headers, limit):
-            await too_large()(scope, receive, send)
+            await _secured(too_large(), scope)(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -49,9 +52,15 @@ class HotPaths:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await too_large()(scope, receive, send)
+                await _secured(too_large(), scope)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         response = await handler(headers, b"".join(chunks))
+        response.raw_headers.extend(api_headers(scope))
         await response(scope, receive, send)
+
+
+def _secured(response: Response, scope: Scope) -> Response:
+    response.raw_headers.extend(api_headers(scope))
+    return response
