@@ -101,6 +101,15 @@ def services() -> Iterator[dict[str, str]]:
     from wanotify.db import dispose_engine
 
     dispose_engine()  # an engine made while a test module was imported used the default URL
+    import sys
+
+    if "wanotify.worker.app" in sys.modules:  # likewise the Celery app's broker
+        from wanotify.worker.app import celery_app
+
+        celery_app.conf.broker_url = redis_url
+        if celery_app._pool is not None:
+            celery_app._pool.force_close_all()
+            celery_app._pool = None
     _fresh_database(db_url)
     import redis as _redis
 
