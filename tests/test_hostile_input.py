@@ -55,10 +55,23 @@ def _count(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def client(services: dict[str, str]) -> Iterator[TestClient]:
+    """The app in-process. These tests run the ingest themselves, step by step: the web's
+    ingest kicks are dropped, so that a stack worker started by other tests (it consumes
+    the same broker) cannot ingest the bodies in between."""
     from wanotify.web.app import create_app
+    from wanotify.worker.app import celery_app
 
-    with TestClient(create_app(), raise_server_exceptions=False) as c:
-        yield c
+    real = celery_app.send_task
+
+    def send_task(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name == "wanotify.ingest" else real(name, *args, **kwargs)
+
+    celery_app.send_task = send_task  # type: ignore[method-assign]
+    try:
+        with TestClient(create_app(), raise_server_exceptions=False) as c:
+            yield c
+    finally:
+        celery_app.send_task = real  # type: ignore[method-assign]
 
 
 def _last_inbox_id(db: Any) -> int:
