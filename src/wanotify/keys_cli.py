@@ -19,10 +19,9 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from rich.markup import escape
+    from wanotify.cli import _fail as fail  # (cli imports this module: import on use)
 
-    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _ready() -> Any:

@@ -269,6 +269,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(409, "replay_refused", str(exc), [{"field": "id", "reason": str(exc)}]) from None
         return JSONResponse(out, status_code=202)
 
+    async def _object_body(request: Request, code: str, fields: set[str]) -> dict[str, Any]:
+        """A small JSON object body with only the given fields (a 422 naming the first other)."""
+        data = await _json_body(request, MAX_JOB_BYTES)
+        if not isinstance(data, dict):
+            raise ApiError(422, code, "body must be a JSON object",
+                           [{"field": "body", "reason": "must be a JSON object"}])
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ApiError(422, code, "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        return data
+
     # ---- campaigns -----------------------------------------------------------------
 
     from wanotify.campaigns import CampaignError
@@ -280,13 +291,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/campaigns", status_code=201, tags=["campaigns"])
     async def create_campaign(request: Request) -> JSONResponse:
         record = await _authorize(request.headers)
-        data = await _json_body(request, MAX_JOB_BYTES)
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid_campaign", "body must be a JSON object",
-                           [{"field": "body", "reason": "must be a JSON object"}])
-        unknown = sorted(set(data) - {"name", "template", "language", "sender", "kind", "start_at", "cron"})
-        if unknown:
-            raise ApiError(422, "invalid_campaign", "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        data = await _object_body(request, "invalid_campaign",
+                                  {"name", "template", "language", "sender", "kind", "start_at", "cron"})
         for f in ("name", "template"):
             if not isinstance(data.get(f), str):
                 raise ApiError(422, "invalid_campaign", f"{f} is required", [{"field": f, "reason": "required string"}])
@@ -359,13 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Erase everything about one number (``{"phone": "+…", "dry_run": false}``); answers
         what was touched per table. Only an unscoped key may erase (a person spans senders)."""
         _unscoped(await _authorize(request.headers), "erasure needs")
-        data = await _json_body(request, MAX_JOB_BYTES)
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid_erasure", "body must be a JSON object",
-                           [{"field": "body", "reason": "must be a JSON object"}])
-        unknown = sorted(set(data) - {"phone", "dry_run"})
-        if unknown:
-            raise ApiError(422, "invalid_erasure", "unknown field", [{"field": unknown[0], "reason": "unknown field"}])
+        data = await _object_body(request, "invalid_erasure", {"phone", "dry_run"})
         if not isinstance(data.get("phone"), str) or not isinstance(data.get("dry_run", False), bool):
             bad = "phone" if not isinstance(data.get("phone"), str) else "dry_run"
             raise ApiError(422, "invalid_erasure", f"{bad} is invalid",
