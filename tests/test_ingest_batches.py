@@ -144,3 +144,141 @@ def test_store_webhooks_keeps_bodies_byte_exact_in_order(db: Any, size: int) -> 
                         {"ids": ids}).scalars().all()
         s.execute(text("UPDATE webhook_inbox SET processed_at = now() WHERE id = ANY(:ids)"), {"ids": ids})
     assert [bytes(b) for b in got] == bodies
+
+
+class _Kicks:
+    """Ingest tasks the web would queue, captured instead of sent (run them by hand)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[int], dict[str, Any]]] = []
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> None:
+        assert name == "wanotify.ingest"
+        self.sent.append((kwargs["args"][0], kwargs.get("kwargs") or {}))
+
+
+@pytest.fixture()
+def kicks(monkeypatch: pytest.MonkeyPatch, redis_client: Any) -> _Kicks:
+    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS
+    from wanotify.worker.app import celery_app
+
+    for k in range(KICK_SLOTS):
+        redis_client.delete(KICK_SLOT_KEY.format(k))
+    captured = _Kicks()
+    monkeypatch.setattr(celery_app, "send_task", captured)
+    return captured
+
+
+def _pending(db: Any, ids: list[int]) -> int:
+    with db() as s:
+        return int(s.execute(text("SELECT count(*) FROM webhook_inbox WHERE id = ANY(:ids)"
+                                  " AND processed_at IS NULL"), {"ids": ids}).scalar_one())
+
+
+def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_kicks(
+        db: Any, kicks: _Kicks, redis_client: Any) -> None:
+    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS, store_webhooks_and_kick
+    from wanotify.worker.tasks import ingest_task
+
+    t = int(time.time())
+    wamids = [f"wamid.K{uuid.uuid4().hex}" for _ in range(6)]
+    jobs = [_job(db, w) for w in wamids]
+    ids = [store_webhooks_and_kick([_body((w, "delivered", t))])[0] for w in wamids]
+    # Two tasks queued (one per slot); the other four stores found both waiting: no task.
+    assert len(kicks.sent) == KICK_SLOTS == 2
+    assert [kw["slot"] for _, kw in kicks.sent] == [0, 1]
+    assert [own for own, _ in kicks.sent] == [[ids[0]], [ids[1]]]
+    assert all(redis_client.exists(KICK_SLOT_KEY.format(k)) for k in range(KICK_SLOTS))
+    own, kw = kicks.sent[0]
+    res = ingest_task.apply(args=[own], kwargs=kw).get()
+    # The first task to start frees its slot and takes every body waiting, folded kicks' too.
+    assert not redis_client.exists(KICK_SLOT_KEY.format(0))
+    assert res["bodies"] >= 6 and _pending(db, ids) == 0
+    assert {_state(db, j).status for j in jobs} == {"delivered"}
+    # A body stored now gets a task of its own again (slot 0 is free).
+    w = f"wamid.K{uuid.uuid4().hex}"
+    _job(db, w)
+    late = store_webhooks_and_kick([_body((w, "delivered", t))])
+    assert kicks.sent[-1] == (late, {"slot": 0})
+    # The second queued task finds its body done and does nothing wrong.
+    res2 = ingest_task.apply(args=kicks.sent[1][0], kwargs=kicks.sent[1][1]).get()
+    assert res2["statuses"] <= 1 and _pending(db, ids) == 0
+
+
+def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks, redis_client: Any) -> None:
+    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOT_MS, KICK_SLOTS, kick_ingest
+
+    assert kick_ingest([1]) and kick_ingest([2]) and not kick_ingest([3])
+    # Neither task ever starts (lost with a broker): the slots expire and kicks resume.
+    assert all(0 < redis_client.pttl(KICK_SLOT_KEY.format(k)) <= KICK_SLOT_MS for k in range(KICK_SLOTS))
+    time.sleep(KICK_SLOT_MS / 1000 + 0.1)
+    assert kick_ingest([4])
+    assert [own for own, _ in kicks.sent] == [[1], [2], [4]]
+
+
+def test_a_task_finding_full_batches_takes_them_all(db: Any, kicks: _Kicks) -> None:
+    from wanotify.ingest import store_webhooks
+    from wanotify.worker.tasks import ingest_task
+
+    t = int(time.time())
+    wamids = [f"wamid.F{uuid.uuid4().hex}" for _ in range(450)]
+    for w in wamids[:5]:
+        _job(db, w)
+    ids = store_webhooks([_body((w, "sent", t)) for w in wamids])
+    res = ingest_task.apply(args=[ids[:1]], kwargs={"slot": None}).get()
+    # 200 per transaction: three rounds in one task, nothing left for the sweeper.
+    assert res["bodies"] >= 450 and _pending(db, ids) == 0
+
+
+def test_a_failing_topped_up_batch_falls_back_to_the_kicks_own_bodies(
+        db: Any, kicks: _Kicks, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wanotify.ingest as ingest
+    from wanotify.worker.tasks import ingest_task
+
+    t = int(time.time())
+    w = f"wamid.P{uuid.uuid4().hex}"
+    j = _job(db, w)
+    ids = ingest.store_webhooks([_body((w, "delivered", t))])
+    real = ingest.ingest_inbox
+    calls: list[bool] = []
+
+    def flaky(ids_: Any = None, limit: int = 200, top_up: bool = False) -> Any:
+        calls.append(top_up)
+        if top_up:  # as if another waiting body broke the batch
+            raise RuntimeError("a body of someone else's batch")
+        return real(ids_, limit=limit, top_up=top_up)
+
+    monkeypatch.setattr(ingest, "ingest_inbox", flaky)
+    res = ingest_task.apply(args=[ids]).get()
+    assert calls == [True, False] and res["bodies"] == 1
+    assert _state(db, j).status == "delivered"
+
+
+def test_two_reports_of_one_job_in_one_batch_apply_in_provider_time_order_ties_in_arrival(db: Any) -> None:
+    from wanotify.ingest import ingest_inbox, store_webhooks
+
+    t = int(time.time())
+    wa, wb = f"wamid.T{uuid.uuid4().hex}", f"wamid.U{uuid.uuid4().hex}"
+    ja, jb = _job(db, wa), _job(db, wb)
+    # Same second: a job failed then delivered (arrival order) ends failed; the other,
+    # delivered then failed, stays delivered.
+    report = ingest_inbox(store_webhooks([_body((wa, "failed", t), (wb, "delivered", t)),
+                                          _body((wa, "delivered", t), (wb, "failed", t))]))
+    assert report.new_events == 4 and report.applied == 4
+    assert _state(db, ja).status == "failed" and _state(db, jb).status == "delivered"
+
+
+def test_a_failure_reported_before_the_wamid_was_recorded_starts_the_fallback(db: Any) -> None:
+    from wanotify.ingest import ingest_inbox, reconcile_unmatched, store_webhooks
+
+    w = f"wamid.E{uuid.uuid4().hex}"
+    j = _job(db, f"wamid.other{uuid.uuid4().hex}")
+    with db() as s:
+        s.execute(text("UPDATE notifications SET wamid = NULL, fallback = '{\"sms_text\": \"x\"}'::jsonb"
+                       " WHERE id = :id"), {"id": j})
+    report = ingest_inbox(store_webhooks([_body((w, "failed", int(time.time())))]))
+    assert report.unmatched == 1 and not report.fallback_ids
+    with db() as s:  # the send's answer is recorded after the webhook
+        s.execute(text("UPDATE notifications SET wamid = :w WHERE id = :id"), {"w": w, "id": j})
+    assert j in reconcile_unmatched()
+    assert _state(db, j).status == "failed"

@@ -205,4 +205,8 @@ def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
         from wanotify.ingest import apply_pending_for_wamids
 
         with session_scope() as s:
-            apply_pending_for_wamids(s, wamids)
+            failed = apply_pending_for_wamids(s, wamids)
+        if failed:
+            from wanotify.fallback import trigger
+
+            trigger(failed, "failed status webhook")

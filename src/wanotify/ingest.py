@@ -22,7 +22,12 @@ from sqlalchemy.orm import Session
 from wanotify.db import session_scope
 from wanotify.metrics import ACCEPTED_TO_DELIVERED, WEBHOOK_LAG
 from wanotify.status import SQL_RANK
-from wanotify.webhook_parse import ParsedWebhook, StatusUpdate, WebhookError, parse_webhook
+from wanotify.webhook_parse import (
+    ParsedWebhook,
+    StatusUpdate,
+    WebhookError,
+    parse_webhook,
+)
 
 log = logging.getLogger("wanotify.ingest")
 
@@ -31,9 +36,9 @@ _NEW_RANK = SQL_RANK.format(col="v.status")
 
 # One statement moves many jobs by one status report each: forward only; failed only
 # before delivered; terminal states never move; timestamps filled once. (A job with several
-# reports in one batch is moved by several statements, in provider-time order.)
-APPLY_SQL = text(
-    f"""
+# reports in one batch is moved by several statements, in provider-time order.) FROM_CLAUSE
+# names the reports.
+APPLY_SET = f"""
 UPDATE notifications AS n SET
   status = CASE
     WHEN {_RANK} >= 100 THEN n.status
@@ -48,10 +53,24 @@ UPDATE notifications AS n SET
   read_at = CASE WHEN v.status = 'read' THEN COALESCE(n.read_at, v.at) ELSE n.read_at END,
   wamid = COALESCE(n.wamid, v.wamid),
   updated_at = now()
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-  AS v(nid uuid, status text, at timestamptz, code int, title text, wamid text)
-WHERE n.id = v.nid
-"""
+FROM_CLAUSE"""
+
+# What an applied report means beyond the row: a delivery (its accepted→delivered seconds, for
+# the histogram) or a failure with a fallback still to run.
+APPLY_RETURNING = """n.id,
+  CASE WHEN v.status = 'delivered' AND n.delivered_at IS NOT NULL AND n.accepted_at IS NOT NULL
+         THEN 'delivered'
+       WHEN v.status = 'failed' AND n.status = 'failed' AND n.fallback IS NOT NULL
+         AND n.fallback_state IS NULL THEN 'fallback' END AS what,
+  extract(epoch FROM n.delivered_at - n.accepted_at)::float8 AS secs"""
+
+APPLY_SQL = text(
+    APPLY_SET.replace(
+        "FROM_CLAUSE",
+        "FROM jsonb_to_recordset(CAST(:rows AS jsonb))\n"
+        "  AS v(nid uuid, status text, at timestamptz, code int, title text, wamid text)\nWHERE n.id = v.nid",
+    )
+    + f"\nRETURNING {APPLY_RETURNING}"
 )
 
 
@@ -129,14 +148,51 @@ def store_webhooks(bodies: list[bytes]) -> list[int]:
     return sorted(int(r) for r in rows)
 
 
+# Kicks are debounced: an ingest task that is queued and not yet started will ingest every
+# body stored before it starts (it tops its batch up with the oldest pending ones), so a new
+# kick is sent only while fewer than KICK_SLOTS tasks are waiting to start. A task frees its
+# slot as it starts; a slot whose task was lost frees itself after KICK_SLOT_MS.
+KICK_SLOT_KEY = "wn:ingest:kick:{}"
+KICK_SLOTS = 2
+KICK_SLOT_MS = 1000
+
+
+def kick_ingest(ids: list[int]) -> bool:
+    """Ask for an ingest of these stored bodies unless a waiting task will take them anyway;
+    whether a task was queued."""
+    from wanotify.intake import get_redis
+    from wanotify.worker.app import celery_app
+
+    slot = None
+    try:
+        r = get_redis()
+        slot = next((k for k in range(KICK_SLOTS)
+                     if r.set(KICK_SLOT_KEY.format(k), "1", nx=True, px=KICK_SLOT_MS)), None)
+        if slot is None:
+            return False
+    except Exception:  # Redis unsure: kick anyway (a task too many costs one query)
+        log.debug("kick slots unavailable", exc_info=True)
+    celery_app.send_task("wanotify.ingest", args=[ids], kwargs={"slot": slot}, queue="ingest")
+    return True
+
+
+def free_kick_slot(slot: int | None) -> None:
+    if slot is None:
+        return
+    from wanotify.intake import get_redis
+
+    try:
+        get_redis().delete(KICK_SLOT_KEY.format(slot))
+    except Exception:  # the slot frees itself after KICK_SLOT_MS
+        log.debug("could not free kick slot %s", slot, exc_info=True)
+
+
 def store_webhooks_and_kick(bodies: list[bytes]) -> list[int]:
-    """Store bodies, then ask for one ingest task for all of them. Once stored they are safe:
-    if the kick cannot be sent, the sweeper ingests them."""
+    """Store bodies, then make sure an ingest task will take them. Once stored they are
+    safe: if the kick cannot be sent, the sweeper ingests them."""
     ids = store_webhooks(bodies)
     try:
-        from wanotify.worker.app import celery_app
-
-        celery_app.send_task("wanotify.ingest", args=[ids], queue="ingest")
+        kick_ingest(ids)
     except Exception:
         log.warning("could not queue the ingest of %d webhook bodies; the sweeper will", len(ids),
                     exc_info=True)
@@ -166,26 +222,30 @@ def _as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def ingest_inbox(ids: list[int] | None = None, limit: int = 200) -> IngestReport:
-    """Process stored webhook bodies (the given ones, or the oldest pending)."""
+def ingest_inbox(ids: list[int] | None = None, limit: int = 200, top_up: bool = False) -> IngestReport:
+    """Process stored webhook bodies: the given ones, or the oldest pending; with ``top_up``,
+    the given ones and, up to ``limit``, other pending ones (under load the bodies of many
+    kicks are written by one transaction; the tasks of those kicks then find theirs done)."""
     report = IngestReport()
     with session_scope() as s:
-        if ids is None:
-            rows = s.execute(
-                text(
-                    "SELECT id, body, received_at FROM webhook_inbox WHERE processed_at IS NULL ORDER BY id"
-                    " LIMIT :n FOR UPDATE SKIP LOCKED"
-                ),
-                {"n": limit},
-            ).all()
-        else:
-            rows = s.execute(
+        rows: list[Any] = []
+        if ids:  # (bodies another transaction holds are being ingested by it: skipped)
+            rows = list(s.execute(
                 text(
                     "SELECT id, body, received_at FROM webhook_inbox WHERE id = ANY(:ids) AND processed_at IS NULL"
                     " ORDER BY id FOR UPDATE SKIP LOCKED"
                 ),
                 {"ids": ids},
+            ).all())
+        if (ids is None or top_up) and len(rows) < limit:
+            rows += s.execute(
+                text(
+                    "SELECT id, body, received_at FROM webhook_inbox WHERE processed_at IS NULL"
+                    " AND id <> ALL(:got) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+                ),
+                {"n": limit - len(rows), "got": [r.id for r in rows]},
             ).all()
+            rows.sort(key=lambda r: r.id)
         done: list[dict[str, Any]] = []
         parsed: list[ParsedWebhook] = []
         now = datetime.now(UTC)
@@ -302,22 +362,55 @@ def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
                 auto_pause(f"Meta: template {t.name} {t.kind} {t.event}", template=(t.name, None))
 
 
+# One statement stores a batch's status reports and applies them: the job is named by our
+# callback data or found by wamid, duplicates are dropped by their dedupe key, and each job
+# is moved by its first new report in provider-time order. A job's later reports of the same
+# batch come back (``later``) to be applied in rounds; so do what the metrics and the
+# fallback need (``delivered`` with its accepted→delivered seconds, ``fallback``), and the
+# counts (``new`` events, of which ``unmatched``: no job known yet).
+WRITE_SQL = text(
+    f"""
+WITH v AS (
+  SELECT r.*, COALESCE(r.nid, n.id) AS job
+  FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(nid uuid, wamid text, key text, status text,
+       at timestamptz, code int, title text, pricing jsonb, conv jsonb, ord int)
+  LEFT JOIN LATERAL (SELECT id FROM notifications WHERE wamid = r.wamid AND r.nid IS NULL LIMIT 1) n
+    ON true
+), ins AS (
+  INSERT INTO status_events (notification_id, provider_message_id, dedupe_key, status, source, at,
+                             error_code, error_title, pricing, conversation, applied)
+  SELECT job, wamid, key, status, 'webhook', at, code, title, pricing, conv, job IS NOT NULL
+  FROM v ORDER BY ord
+  ON CONFLICT (dedupe_key) DO NOTHING
+  RETURNING id AS eid, notification_id AS nid, provider_message_id AS wamid, status, at,
+            error_code AS code, error_title AS title
+), k AS (
+  SELECT ins.*, row_number() OVER (PARTITION BY nid ORDER BY at, eid) AS k
+  FROM ins WHERE nid IS NOT NULL
+), upd AS (
+  {APPLY_SET.replace("FROM_CLAUSE", "FROM k AS v WHERE n.id = v.nid AND v.k = 1")}
+  RETURNING {APPLY_RETURNING}
+)
+SELECT 'later' AS what, nid, wamid, status, at, code, title, NULL::float8 AS secs, eid AS n
+FROM k WHERE k > 1
+UNION ALL
+SELECT what, id, NULL, NULL, NULL, NULL, NULL, secs, NULL FROM upd WHERE what IS NOT NULL
+UNION ALL
+SELECT 'new', NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM ins
+UNION ALL
+SELECT 'unmatched', NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM ins WHERE nid IS NULL
+"""
+)
+
+
 def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestReport) -> None:
     report.statuses += len(statuses)
-    wamids = list({st.wamid for st in statuses})
-    known: dict[str, uuid.UUID] = {
-        r.wamid: r.id
-        for r in s.execute(
-            text("SELECT id, wamid FROM notifications WHERE wamid = ANY(:w)"), {"w": wamids}
-        ).all()
-    }
     rows = []
-    for st in statuses:
-        nid = _as_uuid(st.biz_opaque_callback_data) or known.get(st.wamid)
+    for i, st in enumerate(statuses):
         err = st.errors[0] if st.errors else None
         rows.append(
             {
-                "nid": nid,
+                "nid": _as_uuid(st.biz_opaque_callback_data),
                 "wamid": st.wamid,
                 "key": f"{st.wamid}|{st.status}|{int(st.timestamp.timestamp())}|{err.code if err else ''}",
                 "status": st.status,
@@ -326,49 +419,32 @@ def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestRepo
                 "title": (err.title or err.message) if err else None,
                 "pricing": st.pricing or None,
                 "conv": st.conversation or None,
-                "applied": nid is not None,
+                "ord": i,
             }
         )
-    # The rows travel as one JSON array (cheaper to build than eleven typed arrays).
-    inserted = s.execute(
-        text(
-            "INSERT INTO status_events (notification_id, provider_message_id, dedupe_key, status,"
-            " source, at, error_code, error_title, pricing, conversation, applied)"
-            " SELECT r.nid, r.wamid, r.key, r.status, 'webhook', r.at, r.code, r.title, r.pricing,"
-            " r.conv, r.applied FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(nid uuid,"
-            " wamid text, key text, status text, at timestamptz, code int, title text,"
-            " pricing jsonb, conv jsonb, applied bool)"
-            " ON CONFLICT (dedupe_key) DO NOTHING RETURNING notification_id, provider_message_id,"
-            " status, at, error_code, error_title"
-        ),
-        {"rows": _dumps(rows)},
-    ).all()
-    report.new_events += len(inserted)
-    apply_rows = [_event_params(r) for r in inserted if r.notification_id is not None]
-    report.unmatched += len(inserted) - len(apply_rows)
-    _apply(s, apply_rows)
-    report.applied += len(apply_rows)
-    delivered = [r["nid"] for r in apply_rows if r["status"] == "delivered"]
-    if delivered:
-        for secs in s.execute(
-            text(
-                "SELECT extract(epoch FROM delivered_at - accepted_at) FROM notifications"
-                " WHERE id = ANY(:ids) AND delivered_at IS NOT NULL AND accepted_at IS NOT NULL"
-            ),
-            {"ids": delivered},
-        ).scalars():
-            ACCEPTED_TO_DELIVERED.observe(max(0.0, float(secs)))
-    failed = [r["nid"] for r in apply_rows if r["status"] == "failed"]
-    if failed:
-        report.fallback_ids += list(
-            s.execute(
-                text(
-                    "SELECT id FROM notifications WHERE id = ANY(:ids) AND status = 'failed'"
-                    " AND fallback IS NOT NULL AND fallback_state IS NULL"
-                ),
-                {"ids": failed},
-            ).scalars()
-        )
+    later: list[dict[str, Any]] = []
+    counts = {"new": 0, "unmatched": 0}
+    for r in s.execute(WRITE_SQL, {"rows": _dumps(rows)}).all():
+        if r.what == "later":  # (n: the event's id, its arrival order)
+            later.append({"nid": r.nid, "status": r.status, "at": r.at, "code": r.code, "title": r.title,
+                          "wamid": r.wamid, "eid": r.n})
+        elif r.what in counts:
+            counts[r.what] = r.n
+        else:
+            _observe(r.what, r.nid, r.secs, report)
+    later.sort(key=lambda r: r["eid"])
+    for what, nid, secs in _apply(s, later):
+        _observe(what, nid, secs, report)
+    report.new_events += counts["new"]
+    report.unmatched += counts["unmatched"]
+    report.applied += counts["new"] - counts["unmatched"]
+
+
+def _observe(what: str, nid: uuid.UUID, secs: float | None, report: IngestReport) -> None:
+    if what == "delivered" and secs is not None:
+        ACCEPTED_TO_DELIVERED.observe(max(0.0, float(secs)))
+    elif what == "fallback":
+        report.fallback_ids.append(nid)
 
 
 def _event_params(r: Any) -> dict[str, Any]:
@@ -383,11 +459,14 @@ def _event_params(r: Any) -> dict[str, Any]:
     }
 
 
-def _apply(s: Session, rows: list[dict[str, Any]]) -> None:
+def _apply(s: Session, rows: list[dict[str, Any]]) -> list[tuple[str, uuid.UUID, float | None]]:
+    """Apply reports to their jobs; what the metrics and the fallback need (see WRITE_SQL)."""
+    out: list[tuple[str, uuid.UUID, float | None]] = []
     if not rows:
-        return
-    # Provider-time order per job, so the final state is the furthest one reached; round k
-    # carries each job's k-th report (usually one round: one report per job per batch).
+        return out
+    # Provider-time order per job (ties: the order given), so the final state is the furthest
+    # one reached; round k carries each job's k-th report (usually one round: one report per
+    # job per batch).
     rows.sort(key=lambda r: (str(r["nid"]), r["at"] or datetime.min.replace(tzinfo=UTC)))
     rounds: list[list[dict[str, Any]]] = []
     seen: dict[str, int] = {}
@@ -398,11 +477,15 @@ def _apply(s: Session, rows: list[dict[str, Any]]) -> None:
             rounds.append([])
         rounds[k].append(r)
     for batch in rounds:
-        s.execute(APPLY_SQL, {"rows": orjson.dumps(batch, default=str).decode()})
+        for row in s.execute(APPLY_SQL, {"rows": orjson.dumps(batch, default=str).decode()}):
+            if row.what is not None:
+                out.append((row.what, row.id, row.secs))
+    return out
 
 
-def apply_pending_for_wamids(s: Session, wamids: list[str]) -> int:
-    """Apply stored, unmatched status events for wamids that just became known."""
+def apply_pending_for_wamids(s: Session, wamids: list[str]) -> list[uuid.UUID]:
+    """Apply stored, unmatched status events for wamids that just became known; the failed
+    jobs whose fallback is to be started (once the caller has committed)."""
     rows = s.execute(
         text(
             "UPDATE status_events e SET notification_id = n.id, applied = true"
@@ -413,12 +496,15 @@ def apply_pending_for_wamids(s: Session, wamids: list[str]) -> int:
         ),
         {"w": wamids},
     ).all()
-    _apply(s, [_event_params(r) for r in rows])
-    return len(rows)
+    report = IngestReport()
+    for what, nid, secs in _apply(s, [_event_params(r) for r in rows]):
+        _observe(what, nid, secs, report)
+    return report.fallback_ids
 
 
-def reconcile_unmatched(max_age_hours: int = 24) -> int:
-    """Sweeper: apply events that arrived before their wamid was recorded."""
+def reconcile_unmatched(max_age_hours: int = 24) -> list[uuid.UUID]:
+    """Sweeper: apply events that arrived before their wamid was recorded; the failed jobs
+    whose fallback is to be started."""
     with session_scope() as s:
         wamids = s.execute(
             text(
@@ -429,7 +515,7 @@ def reconcile_unmatched(max_age_hours: int = 24) -> int:
             {"h": max_age_hours},
         ).scalars().all()
         if not wamids:
-            return 0
+            return []
         return apply_pending_for_wamids(s, list(wamids))
 
 

@@ -49,8 +49,10 @@ def sweep(force: bool = False) -> dict[str, int]:
     pending = spooled + pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
     for k in range(0, len(pending), 100):
         celery_app.send_task("wanotify.ingest", args=[pending[k : k + 100]], queue="ingest")
-    reconciled = reconcile_unmatched()
+    failed_late = reconcile_unmatched()
     from wanotify.fallback import due_for_deadline, stale_running, trigger
+
+    trigger(failed_late, "failed status webhook")
 
     late = due_for_deadline(settings.otp_delivery_deadline_s)
     trigger(late, "not delivered within the deadline")
@@ -62,7 +64,7 @@ def sweep(force: bool = False) -> dict[str, int]:
     from wanotify.privacy import wipe_otp_codes
 
     wiped = wipe_otp_codes()  # OTP codes are not kept once nothing can send them
-    out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "reconciled": reconciled,
+    out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "failed_late": len(failed_late),
            "fallback_deadline": len(late), "fallback_retried": len(again), **campaigns,
            "otp_codes_wiped": wiped}
     if any(out.values()):

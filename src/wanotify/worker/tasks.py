@@ -74,21 +74,47 @@ def dispatch_task(sender: str) -> dict[str, Any]:
 
 
 @celery_app.task(name="wanotify.ingest", bind=True, acks_late=True, max_retries=None)
-def ingest_task(self: Task, inbox_id: int | list[int] | None = None) -> dict[str, Any]:
+def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: int | None = None) -> dict[str, Any]:
     """Turn stored webhook bodies (one id, a list, or the oldest pending) into status events
-    and job statuses."""
-    from wanotify.ingest import ingest_inbox
+    and job statuses; with them, other bodies waiting (whose kicks were folded into this one:
+    see ``ingest.kick_ingest``)."""
+    from wanotify.ingest import free_kick_slot, ingest_inbox
 
+    free_kick_slot(slot)  # bodies stored from now on get a kick of their own
     ids = None if inbox_id is None else (list(inbox_id) if isinstance(inbox_id, list) else [inbox_id])
+    limit = max(200, len(ids or ()))
+    totals = {"bodies": 0, "statuses": 0, "applied": 0}
     try:
-        report = ingest_inbox(ids, limit=max(200, len(ids or ())))
+        for _ in range(INGEST_ROUNDS):
+            try:  # this kick's bodies and others waiting, in one transaction
+                report = ingest_inbox(ids, limit=limit, top_up=not self.request.retries)
+            except Exception:
+                if not ids:
+                    raise
+                # Another body of the batch may be at fault: this kick's own bodies, alone.
+                log.warning("ingest of a topped-up batch failed; ingesting the kick's %d bodies alone",
+                            len(ids), exc_info=True)
+                report = ingest_inbox(ids, limit=len(ids))
+            if report.fallback_ids:
+                from wanotify.fallback import trigger
+
+                trigger(report.fallback_ids, "failed status webhook")
+            for k in totals:
+                totals[k] += getattr(report, k)
+            if self.request.retries or report.bodies < limit:
+                break
+            ids = []  # a full batch: more may be waiting, and their kicks were folded into this one
+        else:
+            from wanotify.ingest import kick_ingest
+
+            kick_ingest([])
     except Exception as exc:  # Postgres away: the raw body is kept; try again
         raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
-    if report.fallback_ids:
-        from wanotify.fallback import trigger
+    return totals
 
-        trigger(report.fallback_ids, "failed status webhook")
-    return {"bodies": report.bodies, "statuses": report.statuses, "applied": report.applied}
+
+# A task that keeps finding full batches hands over to a new one after this many.
+INGEST_ROUNDS = 20
 
 
 @celery_app.task(name="wanotify.fallback", bind=True, acks_late=True, max_retries=None)
