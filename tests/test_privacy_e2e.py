@@ -35,7 +35,8 @@ def _person(tag: str, undeliverable: bool = False) -> dict[str, str]:
     phone = f"+9198{rnd(4):04d}0000" if undeliverable else f"+9198{rnd(8):08d}"
     return {"phone": phone, "digits": phone[1:], "national": phone[3:],
             "name": f"{tag}name Quarshie{chr(97 + rnd(2) % 26)}{chr(97 + rnd(3) % 26)}",
-            "code": f"{7 * 10**5 + rnd(5):06d}",
+            # Eight digits: a six-digit needle turns up by chance in a database of many tests' rows.
+            "code": f"{7 * 10**7 + rnd(7):08d}",
             "email": f"{tag.lower()}.{uuid.uuid4().hex[:10]}@example.org", "order": f"ORD-{rnd(9):09d}"}
 
 

@@ -149,9 +149,10 @@ def due_for_deadline(deadline_s: float, limit: int = 1000) -> list[uuid.UUID]:
     """OTPs accepted but not delivered within the deadline, with a fallback to try."""
     with connection_scope() as conn:
         return list(conn.exec_driver_sql(
-            "SELECT id FROM notifications WHERE fallback IS NOT NULL AND fallback_state IS NULL"
-            " AND status IN ('accepted', 'sent') AND kind = 'otp'"
-            " AND accepted_at < now() - make_interval(secs => %(d)s) ORDER BY accepted_at LIMIT %(n)s",
+            # fallback_due_since: accepted_at while a fallback is pending and the job is accepted
+            # or sent (migration 0010)
+            "SELECT id FROM notifications WHERE fallback_due_since < now() - make_interval(secs => %(d)s)"
+            " AND kind = 'otp' ORDER BY fallback_due_since LIMIT %(n)s",
             {"d": deadline_s, "n": limit}).scalars())
 
 

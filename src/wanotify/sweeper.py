@@ -79,10 +79,10 @@ def repush_stranded(lease_s: float, limit: int = 5000) -> int:
         rows = s.execute(
             text(
                 "SELECT id, sender, kind, to_number FROM notifications"
-                " WHERE status IN ('queued', 'sending') AND updated_at < :cut"
+                " WHERE open_since < :cut"  # (open: queued or sending; since its last update)
                 " AND (campaign_id IS NULL OR NOT EXISTS (SELECT 1 FROM campaigns c"
                 "      WHERE c.id = campaign_id AND c.status = 'paused'))"  # resume re-pushes those
-                " ORDER BY updated_at LIMIT :n"
+                " ORDER BY open_since LIMIT :n"
             ),
             {"cut": cutoff, "n": limit},
         ).all()

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -83,29 +84,27 @@ class Notification(Base):
     to_hash: Mapped[str | None] = mapped_column(String(64))
     redacted_at: Mapped[datetime | None] = mapped_column(TS)
     anonymised_at: Mapped[datetime | None] = mapped_column(TS)
+    # Set only while the job is open / its fallback may come due (migration 0010): indexed
+    # instead of status and updated_at, so a status report updates the row in place.
+    open_since: Mapped[datetime | None] = mapped_column(
+        TS, Computed("CASE WHEN status IN ('queued', 'sending') THEN updated_at END", persisted=True))
+    fallback_due_since: Mapped[datetime | None] = mapped_column(
+        TS, Computed("CASE WHEN fallback IS NOT NULL AND fallback_state IS NULL AND status IN ('accepted', 'sent')"
+                     " THEN accepted_at END", persisted=True))
 
     __table_args__ = (
         Index("ix_notifications_retention", "kind", "created_at",
               postgresql_where=text("anonymised_at IS NULL")),
         Index("ix_notifications_otp_unredacted", "expires_at",
               postgresql_where=text("kind = 'otp' AND redacted_at IS NULL")),
-        Index(
-            "ix_notifications_fallback_due",
-            "accepted_at",
-            postgresql_where=text(
-                "fallback IS NOT NULL AND fallback_state IS NULL AND status IN ('accepted', 'sent')"
-            ),
-        ),
+        Index("ix_notifications_fallback_due_since", "fallback_due_since",
+              postgresql_where=text("fallback_due_since IS NOT NULL")),
         Index("ix_notifications_wamid", "wamid", postgresql_where=text("wamid IS NOT NULL")),
         Index("uq_notifications_idempotency_key_set", "idempotency_key", unique=True,
               postgresql_where=text("idempotency_key IS NOT NULL")),
         Index("ix_notifications_campaign_id", "campaign_id", postgresql_where=text("campaign_id IS NOT NULL")),
-        Index(
-            "ix_notifications_open",
-            "status",
-            "updated_at",
-            postgresql_where=text("status IN ('queued', 'sending')"),
-        ),
+        Index("ix_notifications_open_since", "open_since", postgresql_where=text("open_since IS NOT NULL")),
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
 
