@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # Delivery machinery (not part of the stable surface, but configurable).
     http_timeout_s: float = Field(default=10.0, gt=0)
     send_concurrency: int = Field(default=256, ge=1, le=4096)
+    # Jobs one worker process holds between release and settlement, all senders together:
+    # its memory stays flat whatever the send rate (a process does not hoard a backlog that
+    # other workers could send). 2,000 covers ~4,000 sends/s at 50 ms answers on 2 cores.
+    max_in_flight: int = Field(default=2_000, ge=1)
     dispatch_slice_s: float = Field(default=10.0, gt=0)
     reserve_horizon_ms: float = Field(default=100.0, ge=0, le=2000)
     lease_s: float = Field(default=60.0, gt=0)

@@ -9,6 +9,7 @@ the Redis entries. Then it releases the sender, or hands it on if work remains.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -23,7 +24,7 @@ import redis.asyncio as aredis
 from wanotify import tokens
 from wanotify.config import SenderConfig, Settings
 from wanotify.delivery import ClaimedJob, Decision, Outcome, claim, decide, record
-from wanotify.metrics import ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
+from wanotify.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
 from wanotify.phones import mask_phone
 from wanotify.providers.whatsapp import SendResult, send_message
 from wanotify.throttle import AsyncLanes, Pace, Tier, now_ms, parse_entry
@@ -143,6 +144,11 @@ class Dispatcher:
         # (an OTP just queued) wakes it to release at once instead of at its next planned
         # look (up to the reservation horizon later).
         self.wakers: dict[str, asyncio.Event] = {}
+        # Jobs released and not yet settled, over every sender of this process: capped so
+        # that what the process holds (claimed rows, requests, answers) does not grow with
+        # the send rate or the number of senders; a drain at the cap waits for room.
+        self.in_flight = 0
+        self.room = asyncio.Event()
         from wanotify.compliance import parse_window
 
         self.quiet = parse_window(settings.quiet_hours)
@@ -189,26 +195,8 @@ class Dispatcher:
         chains: dict[str, asyncio.Future[None]] = {}
         try:
             while True:
-                # If sends run late (a slow claim, a busy loop), reserve nothing more until the
-                # gate has caught up: the lag is not carried forward behind new reservations
-                # (an OTP would wait behind it), and the number still sends at its full rate.
-                lag = pacer.lag_ms
-                if lag > MAX_LAG_MS and time.monotonic() < deadline:
-                    await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
-                    continue
-                waker.clear()  # a kick from here on wakes the wait below
-                rel = await self.lanes.release(
-                    sender.name, pace, MAX_RELEASE, lease_ms, horizon, tier
-                )
-                if rel.entries:
-                    stats.released += len(rel.entries)
-                    t = asyncio.create_task(
-                        self._batch(sender, rel.entries, rel.slots, token, stats, chains, pacer)
-                    )
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
                 now = time.monotonic()
-                if now - last_renew > 1.0:
+                if now - last_renew > 1.0:  # (on every path: a wait for room keeps the lease too)
                     await self.lanes.claim(sender.name, token, lease_ms)
                     last_renew = now
                     if await self.lanes.is_paused(sender.name):
@@ -217,6 +205,37 @@ class Dispatcher:
                     stats.paused = True
                     break
                 if now >= deadline:
+                    break
+                # If sends run late (a slow claim, a busy loop), reserve nothing more until the
+                # gate has caught up: the lag is not carried forward behind new reservations
+                # (an OTP would wait behind it), and the number still sends at its full rate.
+                lag = pacer.lag_ms
+                if lag > MAX_LAG_MS:
+                    await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
+                    continue
+                room = settings.max_in_flight - self.in_flight
+                if room <= 0:  # the process holds enough: wait until a batch is settled
+                    self.room.clear()
+                    try:
+                        await asyncio.wait_for(self.room.wait(), max(horizon, 10.0) / 1000)
+                    except TimeoutError:
+                        pass
+                    continue
+                waker.clear()  # a kick from here on wakes the wait below
+                rel = await self.lanes.release(
+                    sender.name, pace, min(MAX_RELEASE, room), lease_ms, horizon, tier
+                )
+                if rel.entries:
+                    stats.released += len(rel.entries)
+                    self.in_flight += len(rel.entries)
+                    DISPATCH_IN_FLIGHT.inc(len(rel.entries))
+                    t = asyncio.create_task(
+                        self._batch(sender, rel.entries, rel.slots, token, stats, chains, pacer)
+                    )
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    t.add_done_callback(functools.partial(self._done, len(rel.entries)))
+                if time.monotonic() >= deadline:
                     break
                 wall = now_ms()
                 due_soon = rel.next_due_ms is not None and rel.next_due_ms - wall < 1000
@@ -244,6 +263,11 @@ class Dispatcher:
             stats.depth_left = depth
             stats.next_due_ms = next_due
         return stats
+
+    def _done(self, n: int, _task: asyncio.Task[None]) -> None:
+        self.in_flight -= n
+        DISPATCH_IN_FLIGHT.dec(n)
+        self.room.set()
 
     async def _batch(
         self,

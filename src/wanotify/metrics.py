@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 JOBS_ACCEPTED = Counter("wanotify_jobs_accepted_total", "Jobs accepted for delivery", ["kind", "source"])
@@ -29,6 +29,11 @@ SENDER_PAUSES = Counter(
 TOKEN_ROTATIONS = Counter(
     "wanotify_token_rotations_total", "Senders resumed by themselves because a new access token appeared",
     ["sender"],
+)
+DISPATCH_IN_FLIGHT = Gauge(
+    "wanotify_dispatch_in_flight",
+    "Jobs this worker process released and has not settled yet (at most WANOTIFY_MAX_IN_FLIGHT)",
+    multiprocess_mode="livesum",
 )
 WEBHOOK_LAG = Histogram(
     "wanotify_webhook_ingest_lag_seconds", "From receiving a webhook body to ingesting it",
