@@ -24,6 +24,7 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
     """A sender only this process knows (a stack worker ignores its kicks), cap 40, and a
     sandbox of its own answering in 20 ms at 1,000 messages/s."""
     from wanotify.config import get_settings, reset_settings
+    from wanotify.intake import reset_clients
     from wanotify.procs import Proc, free_port, wait_http
     from wanotify.throttle import prefix
 
@@ -39,11 +40,13 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
     try:
         wait_http(f"http://127.0.0.1:{port}/_sandbox/healthz", sandbox)
         reset_settings()
+        reset_clients()  # the lanes this process pushes to are the ones the drain reads
         yield get_settings()
     finally:
         sandbox.stop()
         monkeypatch.undo()
         reset_settings()
+        reset_clients()
 
 
 def test_a_drain_never_holds_more_than_the_cap_and_sends_everything(capped_sender: Any, db: Any) -> None:

@@ -158,7 +158,7 @@ class _Kicks:
 
 
 @pytest.fixture()
-def kicks(monkeypatch: pytest.MonkeyPatch, redis_client: Any) -> _Kicks:
+def kicks(monkeypatch: pytest.MonkeyPatch, services: dict[str, str]) -> _Kicks:
     import wanotify.ingest as ingest
     from wanotify.worker.app import celery_app
 
@@ -176,11 +176,13 @@ def _pending(db: Any, ids: list[int]) -> int:
 
 
 def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_kicks(
-        db: Any, kicks: _Kicks, redis_client: Any) -> None:
+        db: Any, kicks: _Kicks) -> None:
     from wanotify import ingest
     from wanotify.ingest import KICK_SLOTS, store_webhooks_and_kick
+    from wanotify.intake import get_redis
     from wanotify.worker.tasks import ingest_task
 
+    redis_client = get_redis()  # the client the kicks use
     slot_key = ingest.KICK_SLOT_KEY
     t = int(time.time())
     wamids = [f"wamid.K{uuid.uuid4().hex}" for _ in range(6)]
@@ -207,10 +209,12 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
     assert res2["statuses"] <= 1 and _pending(db, ids) == 0
 
 
-def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks, redis_client: Any) -> None:
+def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks) -> None:
     from wanotify import ingest
     from wanotify.ingest import KICK_SLOT_MS, KICK_SLOTS, kick_ingest
+    from wanotify.intake import get_redis
 
+    redis_client = get_redis()  # the client the kicks use
     slot_key = ingest.KICK_SLOT_KEY
     assert kick_ingest([1]) and kick_ingest([2]) and not kick_ingest([3])
     # Neither task ever starts (lost with a broker): the slots expire and kicks resume.
