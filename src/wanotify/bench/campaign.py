@@ -53,6 +53,7 @@ def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: fl
 
     from wanotify.campaigns import change, create, import_file, status
     from wanotify.compliance import Preference, record_preferences
+    from wanotify.config import get_settings
     from wanotify.db import session_scope
     from wanotify.intake import notify
     from wanotify.procs import wait_worker
@@ -145,7 +146,8 @@ def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: fl
         t_all = next((t for t, n in fan if n >= good + len(opted)), fan[-1][0])
         fan_rate = (good + len(opted)) / max(1.0, t_all - t_first)
     out.update({
-        "completed": ok, "counts": st["counts"], "drain_rate": drain, "allowed_rate": mps * 0.975,
+        "completed": ok, "counts": st["counts"], "drain_rate": drain,
+        "allowed_rate": mps * get_settings().pacing_safety,
         "fanout_rate": fan_rate, "otp_p50_ms": (percentile(otp_lat, 0.5) or 0) * 1000,
         "otp_p99_ms": (percentile(otp_lat, 0.99) or 0) * 1000, "otps": len(otps), "otps_accepted": len(otp_lat),
         "bad_rows": bad, "opted": len(opted), "sent_twice": sum(n - 1 for n in by_to.values() if n > 1),
