@@ -53,3 +53,27 @@ def test_flower_task_list_shows_a_masked_job_body(stack: Stack, db: Any) -> None
         assert "9812345678" not in shown and code not in shown
     finally:
         p.stop()
+
+
+def test_a_producers_task_sent_event_carries_the_masked_summary(services: dict[str, str]) -> None:
+    """wanotify's Celery app sends ``task-sent`` events (for Flower): they are built from
+    the producer's argsrepr, which is the masked summary for a job body."""
+    import threading
+    import time
+
+    from wanotify.worker.app import celery_app
+
+    phone = "+919812340011"
+    got: list[dict[str, Any]] = []
+    with celery_app.connection_for_read() as conn:
+        recv = celery_app.events.Receiver(conn, handlers={"task-sent": got.append})
+        th = threading.Thread(target=lambda: recv.capture(limit=None, timeout=None, wakeup=False), daemon=True)
+        th.start()
+        time.sleep(0.5)  # (the receiver's fanout queue is bound)
+        task_id = celery_app.send_task("wanotify.notify", queue="notify", args=[{
+            "to": phone, "template": "no_such_template", "kind": "otp", "params": {"body": ["246802"]}}]).id
+        wait_for(lambda: any(e.get("uuid") == task_id for e in got), timeout=15, what="the task-sent event")
+        recv.should_stop = True
+    mine = next(e for e in got if e.get("uuid") == task_id)
+    assert "no_such_template" in mine["args"] and "+91********11" in mine["args"]
+    assert "9812340011" not in json.dumps(mine) and "246802" not in json.dumps(mine)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -11,9 +13,25 @@ from wanotify.config import get_settings
 QUEUES = ("notify", "otp", "transactional", "bulk", "fallback", "ingest")
 
 
+class WanotifyCelery(Celery):
+    """Celery whose ``task-sent`` events carry a masked summary of a job body: a producer
+    using this app (it sends those events, for Flower) never publishes a number or a code;
+    the worker masks its own events the same way (``signals._mask_personal_args``)."""
+
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        from wanotify.worker.signals import PERSONAL_ARGS
+
+        if name in PERSONAL_ARGS and "argsrepr" not in options:
+            from wanotify.logs import args_summary
+
+            options["argsrepr"] = args_summary(args)
+            options["kwargsrepr"] = "{}"
+        return super().send_task(name, args, kwargs, **options)
+
+
 def make_app() -> Celery:
     settings = get_settings()
-    app = Celery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"])
+    app = WanotifyCelery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"])
     exchange = Exchange("wanotify", type="direct")
     app.conf.update(
         task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],
