@@ -148,6 +148,23 @@ def db(services: dict[str, str]) -> Iterator[Any]:
 
 
 @pytest.fixture()
+def no_stack_ingest(services: dict[str, str]) -> Iterator[None]:
+    """Hold the ingest kick slots for a test that ingests stored bodies by hand: the stack's
+    web then queues no ingest task, so no stack worker takes those bodies in between (an
+    ingest task takes every body waiting, not only its own)."""
+    import redis as _redis
+
+    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS
+
+    r = _redis.Redis.from_url(services["redis_url"])
+    keys = [KICK_SLOT_KEY.format(k) for k in range(KICK_SLOTS)]
+    for key in keys:
+        r.set(key, "held by a test", px=120_000)
+    yield
+    r.delete(*keys)
+
+
+@pytest.fixture()
 def redis_client(services: dict[str, str]) -> Any:
     import redis as _redis
 

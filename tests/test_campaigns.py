@@ -213,7 +213,7 @@ def _running(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> uuid.UUID:
 
 @pytest.mark.parametrize("fixture", ["template_status_paused.json", "template_quality_update_red.json"])
 def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
-        db: Any, monkeypatch: pytest.MonkeyPatch, fixture: str) -> None:
+        db: Any, monkeypatch: pytest.MonkeyPatch, fixture: str, no_stack_ingest: None) -> None:
     import json
     from pathlib import Path
 

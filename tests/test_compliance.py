@@ -100,7 +100,7 @@ def _inbound(phone: str, body: str, ts: int) -> bytes:
                           "type": "text", "text": {"body": body}}]}}]}]})
 
 
-def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: Any) -> None:
+def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: Any, no_stack_ingest: None) -> None:
     from wanotify.ingest import ingest_inbox, store_webhooks
 
     a = f"+9198{uuid.uuid4().int % 10**8:08d}"

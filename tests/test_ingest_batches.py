@@ -12,6 +12,9 @@ import orjson
 import pytest
 from sqlalchemy import text
 
+# These tests ingest stored bodies by hand: no stack worker may take them in between.
+pytestmark = pytest.mark.usefixtures("no_stack_ingest")
+
 PNID = "106540352242922"
 
 
