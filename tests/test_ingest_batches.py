@@ -193,7 +193,7 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
     ids = [store_webhooks_and_kick([_body((w, "delivered", t))])[0] for w in wamids]
     # Two tasks queued (one per slot); the other four stores found both waiting: no task.
     assert len(kicks.sent) == KICK_SLOTS == 2
-    assert [kw["slot"] for _, kw in kicks.sent] == [0, 1]
+    assert [kw["slot"][0] for _, kw in kicks.sent] == [slot_key.format(0), slot_key.format(1)]
     assert [own for own, _ in kicks.sent] == [[ids[0]], [ids[1]]]
     assert all(redis_client.exists(slot_key.format(k)) for k in range(KICK_SLOTS))
     own, kw = kicks.sent[0]
@@ -206,7 +206,7 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
     w = f"wamid.K{uuid.uuid4().hex}"
     _job(db, w)
     late = store_webhooks_and_kick([_body((w, "delivered", t))])
-    assert kicks.sent[-1] == (late, {"slot": 0})
+    assert kicks.sent[-1][0] == late and kicks.sent[-1][1]["slot"][0] == slot_key.format(0)
     # The second queued task finds its body done and does nothing wrong.
     res2 = ingest_task.apply(args=kicks.sent[1][0], kwargs=kicks.sent[1][1]).get()
     assert res2["statuses"] <= 1 and _pending(db, ids) == 0
@@ -319,3 +319,29 @@ def test_status_reports_update_jobs_in_place(db: Any) -> None:
     # Postgres prunes the old versions (before this schema: not one update in place).
     assert in_place >= 17, (updated, in_place)
     assert {_state(db, j).status for j in jobs} == {"read"}
+
+
+def test_a_late_task_does_not_free_a_newer_kicks_slot(db: Any, kicks: _Kicks) -> None:
+    from wanotify import ingest
+    from wanotify.intake import get_redis
+
+    assert ingest.kick_ingest([1])
+    (old_key, old_token) = kicks.sent[0][1]["slot"]
+    r = get_redis()
+    r.set(old_key, "a newer kick", px=5000)  # the first slot expired and was taken again
+    ingest.free_kick_slot([old_key, old_token])  # the first task starts only now
+    assert r.get(old_key) == b"a newer kick"
+    ingest.free_kick_slot([old_key, "a newer kick"])
+    assert not r.exists(old_key)
+
+
+def test_the_sweepers_ingest_takes_only_the_bodies_it_names(db: Any) -> None:
+    from wanotify.ingest import store_webhooks
+    from wanotify.worker.tasks import ingest_task
+
+    t = int(time.time())
+    ids = store_webhooks([_body((f"wamid.S{uuid.uuid4().hex}", "sent", t)) for _ in range(3)])
+    res = ingest_task.apply(args=[ids[:1]], kwargs={"top_up": False}).get()
+    assert res["bodies"] == 1 and _pending(db, ids) == 2
+    ingest_task.apply(args=[ids[1:]], kwargs={"top_up": False}).get()
+    assert _pending(db, ids) == 0

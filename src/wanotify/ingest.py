@@ -157,34 +157,43 @@ KICK_SLOTS = 2
 KICK_SLOT_MS = 1000
 
 
+# A task frees its slot only if the slot is still its own (a task that starts after its slot
+# expired must not free a newer kick's).
+_FREE_SLOT_LUA = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
 def kick_ingest(ids: list[int]) -> bool:
     """Ask for an ingest of these stored bodies unless a waiting task will take them anyway;
     whether a task was queued."""
+    import secrets
+
     from wanotify.intake import get_redis
     from wanotify.worker.app import celery_app
 
-    slot = None
+    slot: str | None = None
+    token = secrets.token_hex(8)
     try:
         r = get_redis()
-        slot = next((k for k in range(KICK_SLOTS)
-                     if r.set(KICK_SLOT_KEY.format(k), "1", nx=True, px=KICK_SLOT_MS)), None)
+        slot = next((KICK_SLOT_KEY.format(k) for k in range(KICK_SLOTS)
+                     if r.set(KICK_SLOT_KEY.format(k), token, nx=True, px=KICK_SLOT_MS)), None)
         if slot is None:
             return False
     except Exception:  # Redis unsure: kick anyway (a task too many costs one query)
         log.debug("kick slots unavailable", exc_info=True)
-    celery_app.send_task("wanotify.ingest", args=[ids], kwargs={"slot": slot}, queue="ingest")
+    celery_app.send_task("wanotify.ingest", args=[ids], queue="ingest",
+                         kwargs={"slot": [slot, token]} if slot else {})
     return True
 
 
-def free_kick_slot(slot: int | None) -> None:
-    if slot is None:
+def free_kick_slot(slot: list[str] | None) -> None:
+    if not slot:
         return
     from wanotify.intake import get_redis
 
     try:
-        get_redis().delete(KICK_SLOT_KEY.format(slot))
+        get_redis().eval(_FREE_SLOT_LUA, 1, slot[0], slot[1])
     except Exception:  # the slot frees itself after KICK_SLOT_MS
-        log.debug("could not free kick slot %s", slot, exc_info=True)
+        log.debug("could not free kick slot %s", slot[0], exc_info=True)
 
 
 def store_webhooks_and_kick(bodies: list[bytes]) -> list[int]:

@@ -48,7 +48,8 @@ def sweep(force: bool = False) -> dict[str, int]:
     spooled = drain_spool()  # bodies kept in Redis while Postgres was away
     pending = spooled + pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
     for k in range(0, len(pending), 100):
-        celery_app.send_task("wanotify.ingest", args=[pending[k : k + 100]], queue="ingest")
+        celery_app.send_task("wanotify.ingest", args=[pending[k : k + 100]], kwargs={"top_up": False},
+                             queue="ingest")
     failed_late = reconcile_unmatched()
     from wanotify.fallback import due_for_deadline, stale_running, trigger
 

@@ -74,22 +74,24 @@ def dispatch_task(sender: str) -> dict[str, Any]:
 
 
 @celery_app.task(name="wanotify.ingest", bind=True, acks_late=True, max_retries=None)
-def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: int | None = None) -> dict[str, Any]:
+def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[str] | None = None,
+                top_up: bool = True) -> dict[str, Any]:
     """Turn stored webhook bodies (one id, a list, or the oldest pending) into status events
-    and job statuses; with them, other bodies waiting (whose kicks were folded into this one:
-    see ``ingest.kick_ingest``)."""
+    and job statuses; with ``top_up``, other bodies waiting too (whose kicks were folded into
+    this one: see ``ingest.kick_ingest``; the sweeper names its bodies and does not top up)."""
     from wanotify.ingest import free_kick_slot, ingest_inbox
 
     free_kick_slot(slot)  # bodies stored from now on get a kick of their own
+    top_up = top_up and not self.request.retries
     ids = None if inbox_id is None else (list(inbox_id) if isinstance(inbox_id, list) else [inbox_id])
     limit = max(200, len(ids or ()))
     totals = {"bodies": 0, "statuses": 0, "applied": 0}
     try:
         for _ in range(INGEST_ROUNDS):
             try:  # this kick's bodies and others waiting, in one transaction
-                report = ingest_inbox(ids, limit=limit, top_up=not self.request.retries)
+                report = ingest_inbox(ids, limit=limit, top_up=top_up)
             except Exception:
-                if not ids:
+                if not ids or not top_up:
                     raise
                 # Another body of the batch may be at fault: this kick's own bodies, alone.
                 log.warning("ingest of a topped-up batch failed; ingesting the kick's %d bodies alone",
@@ -101,7 +103,7 @@ def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: int |
                 trigger(report.fallback_ids, "failed status webhook")
             for k in totals:
                 totals[k] += getattr(report, k)
-            if self.request.retries or report.bodies < limit:
+            if not top_up or report.bodies < limit:
                 break
             ids = []  # a full batch: more may be waiting, and their kicks were folded into this one
         else:
