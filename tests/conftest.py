@@ -127,16 +127,20 @@ def services() -> Iterator[dict[str, str]]:
             holder.kill()
 
 
-def _fresh_database(url: str) -> None:
+def drop_database(url: str) -> None:
     import psycopg
     from sqlalchemy import make_url
-
-    from wanotify.db.migrate import upgrade
 
     u = make_url(url)
     admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+
+
+def _fresh_database(url: str) -> None:
+    from wanotify.db.migrate import upgrade
+
+    drop_database(url)
     upgrade(url)
 
 
@@ -152,16 +156,22 @@ def no_stack_ingest(services: dict[str, str]) -> Iterator[None]:
     """Hold the ingest kick slots for a test that ingests stored bodies by hand: the stack's
     web then queues no ingest task, so no stack worker takes those bodies in between (an
     ingest task takes every body waiting, not only its own)."""
+    release = hold_kick_slots(services["redis_url"])
+    yield
+    release()
+
+
+def hold_kick_slots(redis_url: str) -> Callable[[], None]:
+    """Take every ingest kick slot (a task frees only its own); the release."""
     import redis as _redis
 
     from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS
 
-    r = _redis.Redis.from_url(services["redis_url"])
+    r = _redis.Redis.from_url(redis_url)
     keys = [KICK_SLOT_KEY.format(k) for k in range(KICK_SLOTS)]
     for key in keys:
-        r.set(key, "held by a test", px=120_000)
-    yield
-    r.delete(*keys)
+        r.set(key, "held by a test", px=600_000)
+    return lambda: r.delete(*keys) and None
 
 
 @pytest.fixture()

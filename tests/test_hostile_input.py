@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from conftest import FUZZ_COUNTS, Stack
+from conftest import FUZZ_COUNTS, Stack, hold_kick_slots
 from test_webhook_parse import json_values, mutated_fixtures
 from wanotify.status import RANK, advances
 from wanotify.webhook_parse import sign
@@ -59,9 +59,6 @@ def client(services: dict[str, str]) -> Iterator[TestClient]:
     ingest kicks are dropped, and the kick slots are held, so that a stack worker started
     by other tests (it consumes the same broker, and an ingest task takes every body
     waiting) gets no ingest task to take these bodies in between."""
-    import redis
-
-    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS
     from wanotify.web.app import create_app
     from wanotify.worker.app import celery_app
 
@@ -70,22 +67,14 @@ def client(services: dict[str, str]) -> Iterator[TestClient]:
     def send_task(name: str, *args: Any, **kwargs: Any) -> Any:
         return None if name == "wanotify.ingest" else real(name, *args, **kwargs)
 
-    r = redis.Redis.from_url(services["redis_url"])
-    slots = [KICK_SLOT_KEY.format(k) for k in range(KICK_SLOTS)]
-
-    def hold_kick_slots() -> None:  # (a task queued before frees its slot as it starts: hold again)
-        for key in slots:
-            r.set(key, "held by test_hostile_input", px=600_000)
-
-    hold_kick_slots()
+    release = hold_kick_slots(services["redis_url"])  # (a task frees only its own slot)
     celery_app.send_task = send_task  # type: ignore[method-assign]
     try:
         with TestClient(create_app(), raise_server_exceptions=False) as c:
-            c.hold_kick_slots = hold_kick_slots  # type: ignore[attr-defined]
             yield c
     finally:
         celery_app.send_task = real  # type: ignore[method-assign]
-        r.delete(*slots)
+        release()
 
 
 def _last_inbox_id(db: Any) -> int:
@@ -354,7 +343,6 @@ def test_statuses_only_move_forward_and_every_event_is_kept(client: TestClient, 
     from wanotify.ingest import ingest_inbox
 
     _count("status stories (order, duplicates, batching)")
-    client.hold_kick_slots()  # type: ignore[attr-defined]
     n, bodies, per_run = story
     jobs = _jobs(db, n)
     stored: list[int] = []

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from conftest import drop_database
+
 
 def test_migrated_schema_matches_the_models(db: Any) -> None:
     from alembic.autogenerate import compare_metadata
@@ -25,21 +27,16 @@ def test_migrated_schema_matches_the_models(db: Any) -> None:
 @pytest.fixture()
 def scratch(services: dict[str, str]) -> Iterator[tuple[Any, str]]:
     """An empty database of its own, with its Alembic config."""
-    import psycopg
     from sqlalchemy import make_url
 
     from wanotify.db.migrate import alembic_config, ensure_database
 
     url = make_url(services["database_url"])
-    name = f"{url.database}_mig10"
-    db_url = url.set(database=name).render_as_string(hide_password=False)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    db_url = url.set(database=f"{url.database}_mig10").render_as_string(hide_password=False)
+    drop_database(db_url)
     ensure_database(db_url)
     yield alembic_config(db_url), db_url
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(db_url)
 
 
 def test_migration_0010_indexes_open_jobs_and_due_fallbacks_of_existing_rows(scratch: tuple[Any, str]) -> None:

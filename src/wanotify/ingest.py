@@ -440,20 +440,20 @@ def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestRepo
         elif r.what in counts:
             counts[r.what] = r.n
         else:
-            _observe(r.what, r.nid, r.secs, report)
+            _observe(r.what, r.nid, r.secs, report.fallback_ids)
     later.sort(key=lambda r: r["eid"])
     for what, nid, secs in _apply(s, later):
-        _observe(what, nid, secs, report)
+        _observe(what, nid, secs, report.fallback_ids)
     report.new_events += counts["new"]
     report.unmatched += counts["unmatched"]
     report.applied += counts["new"] - counts["unmatched"]
 
 
-def _observe(what: str, nid: uuid.UUID, secs: float | None, report: IngestReport) -> None:
+def _observe(what: str, nid: uuid.UUID, secs: float | None, fallback_ids: list[uuid.UUID]) -> None:
     if what == "delivered" and secs is not None:
         ACCEPTED_TO_DELIVERED.observe(max(0.0, float(secs)))
     elif what == "fallback":
-        report.fallback_ids.append(nid)
+        fallback_ids.append(nid)
 
 
 def _event_params(r: Any) -> dict[str, Any]:
@@ -505,10 +505,10 @@ def apply_pending_for_wamids(s: Session, wamids: list[str]) -> list[uuid.UUID]:
         ),
         {"w": wamids},
     ).all()
-    report = IngestReport()
+    failed: list[uuid.UUID] = []
     for what, nid, secs in _apply(s, [_event_params(r) for r in rows]):
-        _observe(what, nid, secs, report)
-    return report.fallback_ids
+        _observe(what, nid, secs, failed)
+    return failed
 
 
 def reconcile_unmatched(max_age_hours: int = 24) -> list[uuid.UUID]:
