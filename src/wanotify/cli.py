@@ -115,6 +115,8 @@ def worker(ctx: typer.Context) -> None:
         args += ["--task-events"]
     from wanotify.memory import limit_arenas
 
+    if any(a in ("-B", "--beat") for a in args):  # an embedded beat: its schedule too
+        args = _with_beat_schedule(args, _settings())
     limit_arenas(2)  # before Celery starts its threads (see wanotify.memory)
     celery_app.worker_main(["worker", *args])
 
@@ -142,8 +144,17 @@ def beat(ctx: typer.Context) -> None:
     """Run Celery beat (scheduled campaigns, periodic sweeps); options go to `celery beat`."""
     from wanotify.worker.app import celery_app
 
-    _settings()
-    celery_app.start(["beat", *ctx.args])
+    args = _with_beat_schedule(list(ctx.args), _settings())
+    celery_app.start(["beat", *args])
+
+
+def _with_beat_schedule(args: list[str], s: Any) -> list[str]:
+    """Beat's schedule file in the state folder unless ``-s/--schedule`` is given (Celery's
+    default, ``celerybeat-schedule`` in the current folder, litters a checkout and fails in
+    a read-only ``/app``)."""
+    if any(a in ("-s", "--schedule") or a.startswith(("--schedule=", "-s")) for a in args):
+        return args
+    return [*args, f"--schedule={s.ensure_state_path() / 'celerybeat-schedule'}"]
 
 
 @app.command(context_settings=PASSTHROUGH)
@@ -159,8 +170,6 @@ def flower(
     password kept in a 0600 file under the user's state dir (its path is printed). --no-auth
     only on loopback. Its state persists in WANOTIFY_FLOWER_DB.
     """
-    import tempfile
-
     from wanotify.flower_auth import FlowerAuthError, resolve
     from wanotify.worker.app import celery_app
 
@@ -175,7 +184,7 @@ def flower(
     if auth.basic_auth is not None:
         os.environ["FLOWER_BASIC_AUTH"] = auth.basic_auth  # not in argv: the process list shows argv
     args = [f"--port={port}", f"--address={address}", "--persistent=True",
-            f"--db={s.flower_db or tempfile.gettempdir() + '/wanotify-flower.db'}",
+            f"--db={s.flower_db or s.ensure_state_path() / 'flower.db'}",
             "--purge_offline_workers=3600"]
     celery_app.start(["flower", *args, *ctx.args])
 

@@ -128,7 +128,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9809, ge=0, le=65535)  # 0: off
     worker_metrics_addr: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on another host scrape
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
-    flower_db: str | None = None  # Flower's persistent state file
+    flower_db: str | None = None  # Flower's persistent state file (default: in state_dir)
+    # Where processes keep their own files (beat's schedule, Flower's state and generated
+    # password): never the current folder, which may be a checkout or a read-only /app.
+    state_dir: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -191,6 +194,19 @@ class Settings(BaseSettings):
         return frozenset(
             k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()
         )
+
+    @property
+    def state_path(self) -> Path:
+        """``WANOTIFY_STATE_DIR``, else ``$XDG_STATE_HOME/wanotify`` (``~/.local/state``)."""
+        if self.state_dir is not None:
+            return self.state_dir.expanduser()
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "wanotify"
+
+    def ensure_state_path(self) -> Path:
+        path = self.state_path
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     @property
     def graph_base(self) -> str:

