@@ -90,3 +90,110 @@ def test_migration_0010_indexes_open_jobs_and_due_fallbacks_of_existing_rows(scr
             assert c.execute(text("SELECT count(*) FROM notifications")).scalar_one() == 5
     finally:
         engine.dispose()
+
+
+def test_many_processes_migrate_one_new_database_at_once(services: dict[str, str]) -> None:
+    """Every web process (or container) may run `wanotify migrate`: the advisory lock lets
+    one migrate while the others wait, then find the schema at head."""
+    import os
+    import subprocess
+    import sys
+
+    from sqlalchemy import make_url
+
+    from wanotify.db.migrate import at_head
+
+    url = make_url(services["database_url"])
+    db_url = url.set(database=f"{url.database}_concurrent").render_as_string(hide_password=False)
+    drop_database(db_url)
+    try:
+        env = {**os.environ, "WANOTIFY_DATABASE_URL": db_url}
+        procs = [subprocess.Popen([sys.executable, "-m", "wanotify", "migrate"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(4)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(outs)
+        assert at_head(db_url)
+    finally:
+        drop_database(db_url)
+
+
+def test_migrate_waits_for_a_server_that_is_not_up_yet(services: dict[str, str]) -> None:
+    """A container's Postgres may refuse connections for a while after its healthcheck:
+    migrate retries until it answers (here a forwarder opens the port 3 s late)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from sqlalchemy import make_url
+
+    real = make_url(services["database_url"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    late_url = real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    stop = threading.Event()
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def forward() -> None:
+        time.sleep(3)
+        server = socket.create_server(("127.0.0.1", port))
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection((real.host or "127.0.0.1", real.port or 5432))
+            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        server.close()
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "wanotify", "migrate", "--wait", "30"],
+                              env={**os.environ, "WANOTIFY_DATABASE_URL": late_url},
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert time.monotonic() - started >= 3
+        assert "database at revision" in done.stdout
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_migrate_gives_up_with_a_clear_error(services: dict[str, str]) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from sqlalchemy import make_url
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = make_url(services["database_url"]).set(host="127.0.0.1", port=port)
+    done = subprocess.run([sys.executable, "-m", "wanotify", "migrate", "--wait", "1"],
+                          env={**os.environ, "WANOTIFY_DATABASE_URL":
+                               dead.render_as_string(hide_password=False)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "did not accept connections within 1s" in done.stderr

@@ -52,12 +52,23 @@ def _setup_logging() -> None:
 
 
 @app.command()
-def migrate() -> None:
-    """Create the database if needed and apply the Alembic migrations up to head."""
+def migrate(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Postgres to accept connections.")] = 60.0,
+) -> None:
+    """Create the database if needed and apply the Alembic migrations up to head.
+
+    Waits for the server, and takes a Postgres advisory lock: safe to run from every web
+    process or container at once (one migrates, the others find the schema at head)."""
+    import psycopg
+
     from wanotify.db.migrate import current_revision, upgrade
 
     s = _settings()
-    upgrade(s.database_url)
+    try:
+        upgrade(s.database_url, wait_s=wait)
+    except psycopg.OperationalError as exc:
+        _fail(f"Postgres did not accept connections within {wait:g}s: "
+              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}", code=1)
     console.print(f"database at revision {current_revision(s.database_url)}")
 
 
