@@ -59,7 +59,7 @@ def _with_redis_db(url: str, db: int) -> str:
 
 HOLDER = """
 import json, os, sys
-from wanotify.embedded import resolve_services
+from wanotify.devtools.embedded import resolve_services
 u = resolve_services(database_name=os.environ.get("WANOTIFY_TEST_DATABASE", "wanotify_test"))
 print(json.dumps({"redis_url": u.redis_url, "database_url": u.database_url, "started": u.started}), flush=True)
 sys.stdin.read()  # hold the servers until the test run closes our stdin (or dies)
@@ -165,7 +165,7 @@ def hold_kick_slots(redis_url: str) -> Callable[[], None]:
     """Take every ingest kick slot (a task frees only its own); the release."""
     import redis as _redis
 
-    from wanotify.ingest import KICK_SLOT_KEY, KICK_SLOTS
+    from wanotify.inbound.ingest import KICK_SLOT_KEY, KICK_SLOTS
 
     r = _redis.Redis.from_url(redis_url)
     keys = [KICK_SLOT_KEY.format(k) for k in range(KICK_SLOTS)]
@@ -187,7 +187,7 @@ class Mailbox:
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller
 
-        from wanotify.procs import free_port
+        from wanotify.devtools.procs import free_port
 
         self.messages: list[Any] = []
         self.port = free_port()
@@ -223,7 +223,7 @@ class Stack:
         return httpx.Client(base_url=self.sandbox_url, timeout=15)
 
     def start_worker(self, name: str, extra_env: dict[str, str] | None = None) -> Any:
-        from wanotify.procs import Proc, wait_worker
+        from wanotify.devtools.procs import Proc, wait_worker
 
         env = {**self.env, **(extra_env or {})}
         node = f"{name}-{uuid.uuid4().hex[:6]}"
@@ -237,7 +237,7 @@ class Stack:
 def stack(services: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The sandbox, the web app and one worker, as separate processes."""
     from wanotify.config import reset_settings
-    from wanotify.procs import Proc, free_port, wait_http
+    from wanotify.devtools.procs import Proc, free_port, wait_http
 
     logdir = tmp_path_factory.mktemp("logs")
     web_port, sb_port = free_port(), free_port()

@@ -95,7 +95,7 @@ def test_api_keys(stack: Stack) -> None:
 
 def test_python_api_in_process(stack: Stack, db: Any) -> None:
     from wanotify import notify
-    from wanotify.errors import InvalidJob
+    from wanotify.core.errors import InvalidJob
 
     acc = notify({**GOOD, "to": "+919811112222"}, idempotency_key="py-api-1")
     again = notify({**GOOD, "to": "+919811112222"}, idempotency_key="py-api-1")
@@ -133,8 +133,8 @@ def test_cli_send_and_status(stack: Stack, db: Any) -> None:
 
 
 def test_metrics_and_status_show_queue_depth_and_wait(stack: Stack, redis_client: Any) -> None:
-    from wanotify.ids import uuid7
-    from wanotify.throttle import Lanes, entry
+    from wanotify.core.ids import uuid7
+    from wanotify.delivery.lanes import Lanes, entry
 
     # A job waiting in a lane of a sender with no dispatcher: what ops would see in a backlog.
     lanes = Lanes(redis_client)

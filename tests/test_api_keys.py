@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from wanotify.api_keys import (
+from wanotify.accounts.api_keys import (
     KEY_PREFIX,
     MISS_REFRESH_S,
     RATE_SCRIPT,

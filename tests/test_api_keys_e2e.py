@@ -177,7 +177,7 @@ def test_rate_limit_answers_429_with_retry_after_then_recovers(stack: Stack) -> 
 
 
 def test_revoked_key_is_refused_within_the_bound(stack: Stack, db: Any) -> None:
-    from wanotify.api_keys import REFRESH_S
+    from wanotify.accounts.api_keys import REFRESH_S
 
     name = _name("leaving")
     made = _create(stack, "--name", name, "--sender", "main")

@@ -35,7 +35,7 @@ def live_server(services: dict[str, str]) -> Iterator[str]:
     """The real app under a real uvicorn, in a thread of this process."""
     import uvicorn
 
-    from wanotify.procs import free_port
+    from wanotify.devtools.procs import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning",

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from wanotify.campaigns import CampaignError, change, create, import_audience, status
-from wanotify.compliance import Preference, record_preferences
+from wanotify.campaigns.service import CampaignError, change, create, import_audience, status
+from wanotify.compliance.consent import Preference, record_preferences
 
 
 def _rnd() -> str:
@@ -63,7 +63,7 @@ def test_jsonl_import_and_a_header_without_to(db: Any) -> None:
 
 
 def test_state_changes_and_their_refusals(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda *a, **k: True)
+    monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda *a, **k: True)
     cid = _campaign(kind="transactional", template="appointment_reminder")
     with pytest.raises(CampaignError) as e:
         change(cid, "start")
@@ -202,7 +202,7 @@ def test_cancel_ends_queued_jobs_at_once(stack: Any, db: Any) -> None:
 
 
 def _running(monkeypatch: pytest.MonkeyPatch, **kw: Any) -> uuid.UUID:
-    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda *a, **k: True)
+    monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda *a, **k: True)
     cid = _campaign(**kw)
     n = 3 if kw.get("template") == "appointment_reminder" else 2
     head = ",".join(f"body_{i}" for i in range(1, n + 1))
@@ -217,7 +217,7 @@ def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
     import json
     from pathlib import Path
 
-    from wanotify.ingest import ingest_inbox, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     cid = _running(monkeypatch)
     other = _running(monkeypatch, template="appointment_reminder", kind="transactional")
@@ -231,7 +231,7 @@ def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
 
 
 def test_spam_or_policy_errors_pause_the_senders_campaigns(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanotify.campaigns import auto_pause
+    from wanotify.campaigns.service import auto_pause
 
     cid = _running(monkeypatch)
     assert str(cid) in auto_pause("Meta error 131048 on sender main", sender="main")
@@ -239,7 +239,7 @@ def test_spam_or_policy_errors_pause_the_senders_campaigns(db: Any, monkeypatch:
 
 
 def test_cron_schedules_are_parsed_by_celery_and_name_what_is_wrong() -> None:
-    from wanotify.cron import CronError, parse
+    from wanotify.campaigns.cron import CronError, parse
 
     wed = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)  # a Wednesday
     assert parse("30 9 * * 1-5").next_after(wed) == datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
@@ -257,10 +257,10 @@ def test_cron_schedules_are_parsed_by_celery_and_name_what_is_wrong() -> None:
 
 def test_a_recurring_campaign_starts_a_run_each_time_and_follows_pause_and_cancel(
         db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanotify.campaigns import start_due_runs
+    from wanotify.campaigns.service import start_due_runs
 
     kicked: list[uuid.UUID] = []
-    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda cid, *a, **k: kicked.append(cid) or True)
+    monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda cid, *a, **k: kicked.append(cid) or True)
     cid = _campaign(name="Monday digest", cron="0 9 * * 1")
     phones = [_rnd() for _ in range(3)]
     import_audience(cid, io.StringIO("to,body_1,body_2\n" + "".join(f"{p},A,5%\n" for p in phones)
@@ -299,10 +299,10 @@ def test_a_recurring_campaign_is_checked_against_the_budget_at_start_and_at_each
     import json
     import os
 
-    from wanotify.campaigns import start_due_runs
+    from wanotify.campaigns.service import start_due_runs
     from wanotify.config import reset_settings
 
-    monkeypatch.setattr("wanotify.campaigns.kick_fanout", lambda *a, **k: True)
+    monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda *a, **k: True)
     senders = json.loads(os.environ["WANOTIFY_SENDERS"])
     senders[0]["daily_unique_limit"] = 3  # marketing may reach 2 a day
     monkeypatch.setenv("WANOTIFY_SENDERS", json.dumps(senders))
@@ -317,7 +317,7 @@ def test_a_recurring_campaign_is_checked_against_the_budget_at_start_and_at_each
         small = _campaign(cron="@daily")
         import_audience(small, io.StringIO(f"to,body_1,body_2\n{_rnd()},A,5%\n{_rnd()},B,5%\n", newline=""))
         nxt = datetime.fromisoformat(change(small, "start")["next_run_at"])
-        monkeypatch.setattr("wanotify.throttle.Tier.used", lambda self, r: 2)  # today's budget is spent
+        monkeypatch.setattr("wanotify.delivery.lanes.Tier.used", lambda self, r: 2)  # today's budget is spent
         assert start_due_runs(nxt + timedelta(seconds=1)) == []
         st = status(small)
         assert st["run_count"] == 0 and "skipped" in st["status_reason"] and "0 unique recipients left" in \

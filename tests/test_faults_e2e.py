@@ -39,7 +39,7 @@ def test_redis_losing_its_data_loses_no_job(stack: Stack, db: Any, redis_client:
 
 def test_a_crash_between_commit_and_push_loses_nothing(stack: Stack, db: Any) -> None:
     """A job committed to Postgres whose id never reached Redis is found and sent."""
-    from wanotify.intake import prepare
+    from wanotify.intake.service import prepare
 
     p = prepare({**ORDER, "to": "+919811199999"})
     with db() as s:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from wanotify.flower_auth import FlowerAuthError, resolve
-from wanotify.procs import Proc, free_port, wait_http
+from wanotify.devtools.procs import Proc, free_port, wait_http
+from wanotify.ops.flower_auth import FlowerAuthError, resolve
 
 
 def test_generated_password_is_kept_private_and_reused(tmp_path: Path) -> None:

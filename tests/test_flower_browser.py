@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import Stack, statuses, wait_for
-from wanotify.procs import Proc, free_port, wait_http
+from wanotify.devtools.procs import Proc, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 

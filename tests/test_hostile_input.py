@@ -34,8 +34,8 @@ from starlette.testclient import TestClient
 
 from conftest import FUZZ_COUNTS, Stack, hold_kick_slots
 from test_webhook_parse import json_values, mutated_fixtures
-from wanotify.status import RANK, advances
-from wanotify.webhook_parse import sign
+from wanotify.core.status import RANK, advances
+from wanotify.inbound.parse import sign
 
 SECRET = "test-app-secret"
 DATA = Path(__file__).parent / "data" / "webhooks"
@@ -186,7 +186,7 @@ def _headers(mode: str, body: bytes, data: st.DataObject) -> tuple[bytes, dict[s
 @example(body=_deep(600, inside_status=True), mode="valid", data=None)  # found: ingest crashed on it
 def test_webhook_receiver_under_hostile_input(client: TestClient, db: Any, body: bytes, mode: str,
                                               data: Any) -> None:
-    from wanotify.ingest import ingest_inbox
+    from wanotify.inbound.ingest import ingest_inbox
 
     _count("webhook receiver (random bodies x signatures)")
     if data is None:
@@ -340,7 +340,7 @@ def status_stories(draw: Any) -> tuple[int, list[list[tuple[int, str, int, bool]
 @given(story=status_stories())
 def test_statuses_only_move_forward_and_every_event_is_kept(client: TestClient, db: Any,
                                                              story: tuple[int, list[list[Any]], int]) -> None:
-    from wanotify.ingest import ingest_inbox
+    from wanotify.inbound.ingest import ingest_inbox
 
     _count("status stories (order, duplicates, batching)")
     n, bodies, per_run = story

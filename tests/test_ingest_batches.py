@@ -28,7 +28,7 @@ def _body(*statuses: tuple[str, str, int]) -> bytes:
 
 
 def _job(db: Any, wamid: str) -> uuid.UUID:
-    from wanotify.ids import uuid7
+    from wanotify.core.ids import uuid7
 
     jid = uuid7()
     with db() as s:
@@ -46,7 +46,7 @@ def _state(db: Any, jid: uuid.UUID) -> Any:
 
 
 def test_one_pass_applies_several_reports_per_job_in_provider_time_order(db: Any) -> None:
-    from wanotify.ingest import ingest_inbox, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     w1, w2 = f"wamid.A{uuid.uuid4().hex}", f"wamid.B{uuid.uuid4().hex}"
     j1, j2 = _job(db, w1), _job(db, w2)
@@ -76,7 +76,7 @@ def test_one_pass_applies_several_reports_per_job_in_provider_time_order(db: Any
 
 
 def test_a_malformed_body_is_marked_and_the_rest_of_the_batch_ingested(db: Any) -> None:
-    from wanotify.ingest import ingest_inbox, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     w = f"wamid.C{uuid.uuid4().hex}"
     j = _job(db, w)
@@ -138,7 +138,7 @@ def test_group_commit_failure_reaches_every_caller_of_that_batch_only() -> None:
 
 @pytest.mark.parametrize("size", [1, 499, 2500])
 def test_store_webhooks_keeps_bodies_byte_exact_in_order(db: Any, size: int) -> None:
-    from wanotify.ingest import store_webhooks
+    from wanotify.inbound.ingest import store_webhooks
 
     bodies = [f'{{"n": {i}, "pad": "{"x" * (i % 7)}"}}'.encode() for i in range(size)]
     ids = store_webhooks(bodies)
@@ -162,7 +162,7 @@ class _Kicks:
 
 @pytest.fixture()
 def kicks(monkeypatch: pytest.MonkeyPatch, services: dict[str, str]) -> _Kicks:
-    import wanotify.ingest as ingest
+    import wanotify.inbound.ingest as ingest
     from wanotify.worker.app import celery_app
 
     # Slots of this test's own: the session's stack web kicks through the shared ones.
@@ -180,9 +180,9 @@ def _pending(db: Any, ids: list[int]) -> int:
 
 def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_kicks(
         db: Any, kicks: _Kicks) -> None:
-    from wanotify import ingest
-    from wanotify.ingest import KICK_SLOTS, store_webhooks_and_kick
-    from wanotify.intake import get_redis
+    from wanotify.inbound import ingest
+    from wanotify.inbound.ingest import KICK_SLOTS, store_webhooks_and_kick
+    from wanotify.intake.service import get_redis
     from wanotify.worker.tasks import ingest_task
 
     redis_client = get_redis()  # the client the kicks use
@@ -213,9 +213,9 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
 
 
 def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks) -> None:
-    from wanotify import ingest
-    from wanotify.ingest import KICK_SLOT_MS, KICK_SLOTS, kick_ingest
-    from wanotify.intake import get_redis
+    from wanotify.inbound import ingest
+    from wanotify.inbound.ingest import KICK_SLOT_MS, KICK_SLOTS, kick_ingest
+    from wanotify.intake.service import get_redis
 
     redis_client = get_redis()  # the client the kicks use
     slot_key = ingest.KICK_SLOT_KEY
@@ -228,7 +228,7 @@ def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks) -> None:
 
 
 def test_a_task_finding_full_batches_takes_them_all(db: Any, kicks: _Kicks) -> None:
-    from wanotify.ingest import store_webhooks
+    from wanotify.inbound.ingest import store_webhooks
     from wanotify.worker.tasks import ingest_task
 
     t = int(time.time())
@@ -243,7 +243,7 @@ def test_a_task_finding_full_batches_takes_them_all(db: Any, kicks: _Kicks) -> N
 
 def test_a_failing_topped_up_batch_falls_back_to_the_kicks_own_bodies(
         db: Any, kicks: _Kicks, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wanotify.ingest as ingest
+    import wanotify.inbound.ingest as ingest
     from wanotify.worker.tasks import ingest_task
 
     t = int(time.time())
@@ -266,7 +266,7 @@ def test_a_failing_topped_up_batch_falls_back_to_the_kicks_own_bodies(
 
 
 def test_two_reports_of_one_job_in_one_batch_apply_in_provider_time_order_ties_in_arrival(db: Any) -> None:
-    from wanotify.ingest import ingest_inbox, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     t = int(time.time())
     wa, wb = f"wamid.T{uuid.uuid4().hex}", f"wamid.U{uuid.uuid4().hex}"
@@ -280,7 +280,7 @@ def test_two_reports_of_one_job_in_one_batch_apply_in_provider_time_order_ties_i
 
 
 def test_a_failure_reported_before_the_wamid_was_recorded_starts_the_fallback(db: Any) -> None:
-    from wanotify.ingest import ingest_inbox, reconcile_unmatched, store_webhooks
+    from wanotify.inbound.ingest import ingest_inbox, reconcile_unmatched, store_webhooks
 
     w = f"wamid.E{uuid.uuid4().hex}"
     j = _job(db, f"wamid.other{uuid.uuid4().hex}")
@@ -298,8 +298,8 @@ def test_a_failure_reported_before_the_wamid_was_recorded_starts_the_fallback(db
 def test_status_reports_update_jobs_in_place(db: Any) -> None:
     """Delivered and read change no indexed value of a job without a pending fallback, so
     Postgres updates the row in place (HOT: no new entry in any of the table's indexes)."""
-    from wanotify.ingest import IngestReport, _write_statuses
-    from wanotify.webhook_parse import parse_webhook
+    from wanotify.inbound.ingest import IngestReport, _write_statuses
+    from wanotify.inbound.parse import parse_webhook
 
     t = int(time.time())
     wamids = [f"wamid.H{uuid.uuid4().hex}" for _ in range(10)]
@@ -322,8 +322,8 @@ def test_status_reports_update_jobs_in_place(db: Any) -> None:
 
 
 def test_a_late_task_does_not_free_a_newer_kicks_slot(db: Any, kicks: _Kicks) -> None:
-    from wanotify import ingest
-    from wanotify.intake import get_redis
+    from wanotify.inbound import ingest
+    from wanotify.intake.service import get_redis
 
     assert ingest.kick_ingest([1])
     (old_key, old_token) = kicks.sent[0][1]["slot"]
@@ -336,7 +336,7 @@ def test_a_late_task_does_not_free_a_newer_kicks_slot(db: Any, kicks: _Kicks) ->
 
 
 def test_the_sweepers_ingest_takes_only_the_bodies_it_names(db: Any) -> None:
-    from wanotify.ingest import store_webhooks
+    from wanotify.inbound.ingest import store_webhooks
     from wanotify.worker.tasks import ingest_task
 
     t = int(time.time())

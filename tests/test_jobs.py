@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from wanotify.config import DEFAULT_TEMPLATES, Settings
-from wanotify.errors import InvalidJob
-from wanotify.intake import Prepared, prepare
-from wanotify.jobs import OTP_DEFAULT_TTL, QUEUE_FOR_KIND, JobBody, parse_job
-from wanotify.phones import digits, mask_email, mask_phone, normalize_e164, region_of
-from wanotify.templates import Catalogue, load_catalogue
+from wanotify.core.errors import InvalidJob
+from wanotify.core.jobs import OTP_DEFAULT_TTL, QUEUE_FOR_KIND, JobBody, parse_job
+from wanotify.core.phones import digits, mask_email, mask_phone, normalize_e164, region_of
+from wanotify.core.templates import Catalogue, load_catalogue
+from wanotify.intake.service import Prepared, prepare
 
 TO = "+919876543210"
 ORDER = ["Rahul Sharma", "ZEC-2026-0042", "₹45,000"]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import Stack
-from wanotify.procs import Proc, free_port, wait_http
+from wanotify.devtools.procs import Proc, free_port, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def test_flower_needs_auth_and_shows_every_queue(stack: Stack, tmp_path: Path) -
 
 def test_a_demo_run_logs_no_phone_number_email_or_secret(services: dict[str, str], tmp_path: Path) -> None:
     """Run a (small) demo as a user would and grep every log line it wrote."""
-    from wanotify.demo import build_jobs
+    from wanotify.devtools.demo import build_jobs
 
     env = {k: v for k, v in __import__("os").environ.items()}
     env.update({"WANOTIFY_APP_SECRET": "demo-secret-Zq81", "WANOTIFY_API_KEYS": "demo-key-Xy42",
@@ -110,7 +110,7 @@ def _try_get(url: str) -> str | None:
 def test_worker_metrics_under_the_prefork_pool(stack: Stack, db: Any) -> None:
     """Each prefork child counts its own sends; the worker's one metrics port shows their sum."""
     from conftest import statuses, wait_for
-    from wanotify.procs import wait_worker
+    from wanotify.devtools.procs import wait_worker
 
     port = free_port()
     env = {**stack.env, "WANOTIFY_WORKER_METRICS_PORT": str(port)}

@@ -7,7 +7,7 @@ import random
 import phonenumbers
 import pytest
 
-from wanotify.phones import _fast_e164, normalize_e164
+from wanotify.core.phones import _fast_e164, normalize_e164
 
 
 def _full(raw: str) -> str | None:

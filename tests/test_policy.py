@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from wanotify.delivery import ClaimedJob, decide
+from wanotify.core.backoff import SCHEDULES, RetrySchedule, pair_backoff_s
+from wanotify.core.status import ALL, OUTCOMES, RANK, TERMINAL, advances
+from wanotify.delivery.outcomes import ClaimedJob, decide
 from wanotify.providers.policy import POLICY, SERVER_ERROR, TRANSPORT, UNKNOWN, Policy, classify
 from wanotify.providers.whatsapp import SendResult, parse_response
-from wanotify.retry import SCHEDULES, RetrySchedule, pair_backoff_s
-from wanotify.status import ALL, OUTCOMES, RANK, TERMINAL, advances
 
 ISSUE_CODES = [
     0, 1, 2, 3, 4, 10, 33, 100, 190, 368, 80007, 130403, 130429, 130472, 130497, 131000,

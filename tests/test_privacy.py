@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from wanotify.privacy import DEFAULT_RETENTION, parse_retention
+from wanotify.compliance.retention import DEFAULT_RETENTION, parse_retention
 
 
 def test_retention_spec_parses_units_and_keeps_defaults() -> None:
@@ -51,7 +51,7 @@ def test_a_bad_retention_setting_fails_at_start_up(monkeypatch: pytest.MonkeyPat
 
 
 def test_sql_hmac_is_the_python_hmac(db: Any) -> None:
-    from wanotify.privacy import _hmac_pads, _pseudo_sql, keyed, pseudonym
+    from wanotify.compliance.retention import _hmac_pads, _pseudo_sql, keyed, pseudonym
 
     phone = "+919876543210"
     with db() as s:
@@ -61,8 +61,8 @@ def test_sql_hmac_is_the_python_hmac(db: Any) -> None:
 
 
 def test_the_env_key_wins_over_the_database_key(monkeypatch: pytest.MonkeyPatch, db: Any) -> None:
+    from wanotify.compliance.retention import phone_hash
     from wanotify.config import reset_settings
-    from wanotify.privacy import phone_hash
 
     default = phone_hash("+919876543210")
     monkeypatch.setenv("WANOTIFY_PII_HASH_KEY", "a-long-random-key")
@@ -83,8 +83,8 @@ def _senders_paused(request: pytest.FixtureRequest) -> Any:
         yield
         return
     from wanotify.config import get_settings
-    from wanotify.intake import get_redis
-    from wanotify.throttle import Lanes
+    from wanotify.delivery.lanes import Lanes
+    from wanotify.intake.service import get_redis
 
     request.getfixturevalue("db")
     lanes = Lanes(get_redis())
@@ -113,8 +113,8 @@ def _row(db: Any, job_id: str) -> Any:
 
 
 def test_an_otp_code_is_wiped_once_nothing_can_send_it(db: Any) -> None:
-    from wanotify.intake import notify
-    from wanotify.privacy import wipe_otp_codes
+    from wanotify.compliance.retention import wipe_otp_codes
+    from wanotify.intake.service import notify
 
     def otp(code: str, **extra: Any) -> str:
         return notify({"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": [code]},
@@ -152,9 +152,9 @@ def test_an_otp_code_is_wiped_once_nothing_can_send_it(db: Any) -> None:
 
 
 def test_idempotency_still_answers_after_the_code_is_wiped(db: Any) -> None:
-    from wanotify.errors import IdempotencyConflict
-    from wanotify.intake import notify
-    from wanotify.privacy import wipe_otp_codes
+    from wanotify.compliance.retention import wipe_otp_codes
+    from wanotify.core.errors import IdempotencyConflict
+    from wanotify.intake.service import notify
 
     key = f"otp-{uuid.uuid4()}"
     body = {"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": ["918273"]},
@@ -171,10 +171,10 @@ def test_idempotency_still_answers_after_the_code_is_wiped(db: Any) -> None:
 
 
 def test_a_wiped_dead_letter_is_not_replayed(db: Any) -> None:
-    from wanotify.dlq import ReplayRefused, replay
-    from wanotify.fallback import dead_letter
-    from wanotify.intake import notify
-    from wanotify.privacy import wipe_otp_codes
+    from wanotify.compliance.retention import wipe_otp_codes
+    from wanotify.delivery.fallback import dead_letter
+    from wanotify.intake.service import notify
+    from wanotify.ops.dlq import ReplayRefused, replay
 
     job = notify({"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": ["123123"]},
                   "fallback": {"sms_to": _phone()}}).id
@@ -186,11 +186,11 @@ def test_a_wiped_dead_letter_is_not_replayed(db: Any) -> None:
 
 
 def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
-    from wanotify.compliance import Preference, opted_out, record_preferences
-    from wanotify.delivery import claim
-    from wanotify.errors import InvalidJob
-    from wanotify.intake import notify
-    from wanotify.privacy import erase, phone_hash
+    from wanotify.compliance.consent import Preference, opted_out, record_preferences
+    from wanotify.compliance.retention import erase, phone_hash
+    from wanotify.core.errors import InvalidJob
+    from wanotify.delivery.outcomes import claim
+    from wanotify.intake.service import notify
 
     phone = _phone()
     sale = {"to": phone, "template": "seasonal_sale", "kind": "marketing", "params": {"body": ["Asha", "20%"]}}
@@ -220,8 +220,8 @@ def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
 
 
 def test_erase_refuses_a_bad_number_and_its_dry_run_changes_nothing(db: Any) -> None:
-    from wanotify.intake import notify
-    from wanotify.privacy import erase
+    from wanotify.compliance.retention import erase
+    from wanotify.intake.service import notify
 
     with pytest.raises(ValueError):
         erase("12345")
@@ -235,8 +235,8 @@ def test_erase_refuses_a_bad_number_and_its_dry_run_changes_nothing(db: Any) -> 
 
 
 def test_purge_dry_run_counts_and_changes_nothing_then_purge_keeps_counts(db: Any) -> None:
-    from wanotify.intake import notify
-    from wanotify.privacy import purge
+    from wanotify.compliance.retention import purge
+    from wanotify.intake.service import notify
 
     phone = _phone()
     job = notify({"to": phone, "template": "order_confirmation_v2",

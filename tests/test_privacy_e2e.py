@@ -128,7 +128,7 @@ def _traffic(stack: Stack, db: Any, p: dict[str, str]) -> dict[str, Any]:
                                                "text": f"thanks, mail me at {p['email']}"})
             sb.post("/_sandbox/inbound", json={"from": p["phone"], "name": p["name"], "text": "STOP"})
             sb.post("/_sandbox/flush")
-        from wanotify.compliance import opted_out
+        from wanotify.compliance.consent import opted_out
 
         def out() -> bool:
             with db() as s:
@@ -167,8 +167,8 @@ def _present(db: Any, p: dict[str, str]) -> list[str]:
 
 
 def test_purge_and_erase_leave_no_number_name_code_or_email(stack: Stack, db: Any, redis_client: Any) -> None:
-    from wanotify.privacy import purge
-    from wanotify.throttle import prefix
+    from wanotify.compliance.retention import purge
+    from wanotify.delivery.lanes import prefix
 
     a, b = _person("Ayesha"), _person("Bilal", undeliverable=True)
     run_a = _traffic(stack, db, a)

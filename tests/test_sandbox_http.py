@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wanotify.config import Settings
-from wanotify.sandbox import DEFAULT_RULES, uvicorn_config
+from wanotify.devtools.sandbox import DEFAULT_RULES, uvicorn_config
 
 SECRET = "test-app-secret"
 MAIN = {

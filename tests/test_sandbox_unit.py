@@ -12,8 +12,8 @@ import random
 import httpx
 import pytest
 
-from wanotify.sandbox import errors as E
-from wanotify.sandbox.failures import (
+from wanotify.devtools.sandbox import errors as E
+from wanotify.devtools.sandbox.failures import (
     DEFAULT_RULES,
     FailureInjector,
     FailureRule,
@@ -21,7 +21,7 @@ from wanotify.sandbox.failures import (
     default_rules,
     parse_rules,
 )
-from wanotify.sandbox.limits import (
+from wanotify.devtools.sandbox.limits import (
     PAIR_RATE_LIMIT_HIT,
     RATE_LIMIT_HIT,
     LimitRegistry,
@@ -29,7 +29,7 @@ from wanotify.sandbox.limits import (
     SenderLimits,
     SlidingWindowLimiter,
 )
-from wanotify.sandbox.webhooks import Target, WebhookDispatcher, sign, twilio_signature
+from wanotify.devtools.sandbox.webhooks import Target, WebhookDispatcher, sign, twilio_signature
 
 
 class FakeClock:

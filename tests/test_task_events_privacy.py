@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from conftest import Stack, wait_for
-from wanotify.logs import args_summary
-from wanotify.procs import Proc, free_port, wait_http
+from wanotify.devtools.procs import Proc, free_port, wait_http
+from wanotify.ops.logs import args_summary
 
 pytestmark = pytest.mark.slow
 

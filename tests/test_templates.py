@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from wanotify.config import DEFAULT_TEMPLATES
-from wanotify.templates import (
+from wanotify.core.templates import (
     MAX_BODY_CHARS,
     MAX_PARAM_CHARS,
     Catalogue,

@@ -1,6 +1,6 @@
 """Per-sender pacing lanes (throttle.py + lua/*.lua) against a real Redis, database 14.
 
-Time is controlled: ``wanotify.throttle.now_ms`` is replaced by a fake clock, so the GCRA
+Time is controlled: ``wanotify.delivery.lanes.now_ms`` is replaced by a fake clock, so the GCRA
 arithmetic, leases and holds are checked exactly (one test also paces with real sleeps).
 """
 
@@ -16,8 +16,8 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from wanotify import throttle
-from wanotify.throttle import (
+from wanotify.delivery import lanes as throttle
+from wanotify.delivery.lanes import (
     MARKETING_WEIGHT,
     AsyncLanes,
     Lanes,
@@ -643,7 +643,7 @@ def test_pair_limit_is_checked_at_the_slot_time(r: redis.Redis, clock: Clock) ->
 
 
 def test_daily_tier_holds_marketing_to_new_recipients_but_never_otp(r: redis.Redis, clock: Clock) -> None:
-    from wanotify.throttle import Tier
+    from wanotify.delivery.lanes import Tier
 
     lanes = Lanes(r)
     pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)
@@ -667,7 +667,7 @@ def test_daily_tier_holds_marketing_to_new_recipients_but_never_otp(r: redis.Red
 
 
 def test_daily_tier_marketing_share_and_repeat_recipients(r: redis.Redis, clock: Clock) -> None:
-    from wanotify.throttle import Tier
+    from wanotify.delivery.lanes import Tier
 
     lanes = Lanes(r)
     pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)
@@ -685,7 +685,7 @@ def test_daily_tier_marketing_share_and_repeat_recipients(r: redis.Redis, clock:
 
 
 def test_depths_report_the_wait_of_the_oldest_job(r: redis.Redis, clock: Clock) -> None:
-    from wanotify.ids import uuid7
+    from wanotify.core.ids import uuid7
 
     lanes = Lanes(r)
     job = str(uuid7())

@@ -13,8 +13,8 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from wanotify import tokens
 from wanotify.config import SenderConfig, Settings
+from wanotify.providers import tokens
 from wanotify.providers.policy import classify
 from wanotify.providers.whatsapp import parse_response
 
@@ -108,7 +108,7 @@ def _settings(secret: Path, **extra: Any) -> Settings:
 
 @pytest.fixture()
 def sandbox(secret: Path) -> Iterator[TestClient]:
-    from wanotify.sandbox import create_app
+    from wanotify.devtools.sandbox import create_app
 
     with TestClient(create_app(_settings(secret), webhook_url=None)) as client:
         yield client
@@ -165,7 +165,7 @@ def test_sandbox_expires_and_rotates_tokens_like_meta(sandbox: TestClient, secre
 
 
 def test_sandbox_token_expiry_setting(secret: Path) -> None:
-    from wanotify.sandbox import create_app
+    from wanotify.devtools.sandbox import create_app
 
     fp_other = tokens.fingerprint("EAAother")
     st = _settings(secret, sandbox_token_expiry=json.dumps({"rot": 1, fp_other: "2999-01-01T00:00:00"}))
@@ -179,7 +179,7 @@ def test_sandbox_token_expiry_setting(secret: Path) -> None:
 
 
 def test_senders_check(sandbox: TestClient, secret: Path) -> None:
-    from wanotify.senders_check import check_all
+    from wanotify.ops.senders_check import check_all
 
     st = _settings(secret)
     now = time.time()
@@ -216,7 +216,7 @@ def test_senders_check(sandbox: TestClient, secret: Path) -> None:
 def test_senders_check_usage_errors_exit_2() -> None:
     from typer.testing import CliRunner
 
-    from wanotify.cli import app
+    from wanotify.cli.main import app
 
     r = CliRunner().invoke(app, ["senders", "check", "--sender", "nope"])
     assert r.exit_code == 2 and "unknown sender" in r.output
@@ -226,7 +226,7 @@ def test_senders_check_usage_errors_exit_2() -> None:
 
 
 def test_a_new_token_resumes_a_sender_paused_for_its_token(secret: Path, redis_client: Any) -> None:
-    from wanotify.throttle import Lanes, paused_key
+    from wanotify.delivery.lanes import Lanes, paused_key
 
     st = _settings(secret)
     rot = st.sender_map["rot"]
@@ -249,7 +249,7 @@ def test_a_new_token_resumes_a_sender_paused_for_its_token(secret: Path, redis_c
 def test_senders_check_missing_scope_and_unreachable_api() -> None:
     import httpx
 
-    from wanotify.senders_check import check_all
+    from wanotify.ops.senders_check import check_all
 
     def graph(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/debug_token"):
@@ -283,10 +283,10 @@ def test_a_refused_token_that_was_already_replaced_does_not_pause(
 
     import redis.asyncio as aredis
 
-    from wanotify.delivery import ClaimedJob, Decision, Outcome
-    from wanotify.dispatch import Dispatcher
+    from wanotify.delivery.dispatch import Dispatcher
+    from wanotify.delivery.lanes import paused_key
+    from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome
     from wanotify.providers.whatsapp import SendResult
-    from wanotify.throttle import paused_key
 
     st = _settings(secret)
     rot = st.sender_map["rot"]

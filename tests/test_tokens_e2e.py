@@ -77,8 +77,8 @@ def _leaks(db: Any, redis_client: Any, secrets: list[str]) -> list[str]:
 def test_expired_token_pauses_and_a_new_one_in_the_secret_file_resumes(
     stack: Stack, db: Any, redis_client: Any, tmp_path: Path
 ) -> None:
-    from wanotify.procs import Proc, free_port, wait_http, wait_worker
-    from wanotify.tokens import fingerprint
+    from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
+    from wanotify.providers.tokens import fingerprint
 
     old, new = f"EAAold{uuid.uuid4().hex}", f"EAAnew{uuid.uuid4().hex}"
     secret = tmp_path / "wa_token"

@@ -1,4 +1,4 @@
-"""Tests of wanotify.webhook_parse: Meta's webhook bodies to typed events.
+"""Tests of wanotify.inbound.parse: Meta's webhook bodies to typed events.
 
 Fixtures (tests/data/webhooks/*.json) are real payload shapes; their
 provenance is in tests/data/webhooks/SOURCES.md.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wanotify.webhook_parse import (
+from wanotify.inbound.parse import (
     STATUS_RANK,
     AccountEvent,
     ErrorDetail,

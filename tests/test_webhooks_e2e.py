@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import Stack, wait_for
-from wanotify.webhook_parse import sign
+from wanotify.inbound.parse import sign
 
 pytestmark = pytest.mark.slow
 
@@ -207,7 +207,7 @@ def test_inbound_messages_and_template_events_are_stored(stack: Stack, db: Any) 
 
 def test_webhooks_are_kept_while_postgres_is_away(stack: Stack, db: Any) -> None:
     """A web app whose Postgres is unreachable still answers Meta 200 and loses nothing."""
-    from wanotify.procs import Proc, free_port, wait_http
+    from wanotify.devtools.procs import Proc, free_port, wait_http
 
     job_id, wamid = _accepted_job(db)
     port = free_port()

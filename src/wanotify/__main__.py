@@ -1,3 +1,3 @@
-from wanotify.cli import main
+from wanotify.cli.main import main
 
 main()

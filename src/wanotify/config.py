@@ -34,7 +34,7 @@ class SenderConfig(BaseModel):
     waba_id: str = Field(pattern=r"^[0-9]{5,20}$")
     # The Graph API token: exactly one of these. ``access_token_file`` (e.g. a Docker or
     # Kubernetes secret) is re-read when it changes, so a rotated token needs no restart;
-    # ``access_token_env`` names an environment variable. See ``wanotify.tokens``.
+    # ``access_token_env`` names an environment variable. See ``wanotify.providers.tokens``.
     access_token: SecretStr | None = None
     access_token_file: str | None = Field(default=None, min_length=1)
     access_token_env: str | None = Field(default=None, min_length=1)
@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     @field_validator("retention")
     @classmethod
     def _retention(cls, v: str) -> str:
-        from wanotify.privacy import parse_retention
+        from wanotify.compliance.retention import parse_retention
 
         parse_retention(v)  # a clear error at start-up, naming the bad item
         return v

@@ -17,8 +17,8 @@ import orjson
 
 from wanotify.config import SenderConfig, Settings
 from wanotify.providers.policy import Policy, classify
-from wanotify.tokens import TokenUnavailable
-from wanotify.tokens import current as current_token
+from wanotify.providers.tokens import TokenUnavailable
+from wanotify.providers.tokens import current as current_token
 
 
 @dataclass

@@ -19,14 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wanotify import __version__
 from wanotify.config import Settings, get_settings
-from wanotify.errors import IdempotencyConflict, InvalidJob
-from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS, register_collectors
+from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.inbound.parse import verify_signature
+from wanotify.ops.metrics import JOBS_ACCEPTED, JOBS_REJECTED, WEBHOOKS, register_collectors
 from wanotify.web.group_commit import GroupCommit
 from wanotify.web.hot_paths import HotPaths, declared_over
 from wanotify.web.openapi_doc import install as document_api
 from wanotify.web.routing import allowed_methods, strict_path_params
 from wanotify.web.security_headers import SecurityHeaders
-from wanotify.webhook_parse import verify_signature
 
 log = logging.getLogger("wanotify.web")
 
@@ -97,12 +97,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Outbound WhatsApp Business notifications: enqueue, track, receive Meta's webhooks.",
     )
 
-    from wanotify.api_keys import Authenticator, KeyRecord, KeyRejected, campaign_sender, scope_job
-    from wanotify.ingest import store_webhooks_and_kick
-    from wanotify.intake import store
+    from wanotify.accounts.api_keys import (
+        Authenticator,
+        KeyRecord,
+        KeyRejected,
+        campaign_sender,
+        scope_job,
+    )
+    from wanotify.inbound.ingest import store_webhooks_and_kick
+    from wanotify.intake.service import store
 
     # API keys: WANOTIFY_API_KEYS (unscoped, unlimited) and those made by `wanotify keys`
-    # (cached in this process; see wanotify.api_keys for the revocation bound).
+    # (cached in this process; see wanotify.accounts.api_keys for the revocation bound).
     keys = Authenticator(settings.api_key_set, settings.redis_url)
 
     def _rejected(exc: KeyRejected) -> ApiError:
@@ -168,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if key is not None and not (1 <= len(key) <= 255):
                 raise ApiError(422, "invalid_job", "invalid Idempotency-Key",
                                [{"field": "Idempotency-Key", "reason": "must be 1 to 255 characters"}])
-            from wanotify.intake import prepare
+            from wanotify.intake.service import prepare
 
             try:
                 prepared = prepare(data, idempotency_key=key)
@@ -202,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if len(data) > MAX_BATCH:
             raise ApiError(422, "invalid_batch", f"at most {MAX_BATCH} jobs per batch",
                            [{"field": "body", "reason": f"{len(data)} jobs; the limit is {MAX_BATCH}"}])
-        from wanotify.intake import notify_many
+        from wanotify.intake.service import notify_many
 
         # A scoped key's out-of-scope items are refused one by one; the rest go on.
         out: list[dict[str, Any]] = [{} for _ in data]
@@ -231,7 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except ValueError:
             raise ApiError(422, "invalid_id", "not a valid id",
                            [{"field": "id", "reason": "must be a UUID"}]) from None
-        from wanotify.views import notification_view
+        from wanotify.ops.views import notification_view
 
         view = await run_in_threadpool(notification_view, jid)
         if view is None or not record.allows(view["sender"]):  # another sender's: as if unknown
@@ -243,7 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/dead-letters", tags=["dead letters"])
     async def dead_letters(request: Request, limit: int = 100, replayed: bool = False) -> JSONResponse:
         _unscoped(await _authorize(request.headers))
-        from wanotify.dlq import list_dead
+        from wanotify.ops.dlq import list_dead
 
         rows = await run_in_threadpool(list_dead, max(1, min(limit, 1000)), replayed)
         return JSONResponse({"dead_letters": rows})
@@ -251,7 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/dead-letters/{job_id}", tags=["dead letters"])
     async def dead_letter(job_id: str, request: Request) -> JSONResponse:
         _unscoped(await _authorize(request.headers))
-        from wanotify.dlq import show
+        from wanotify.ops.dlq import show
 
         got = await run_in_threadpool(show, _uuid_or_422(job_id))
         if got is None:
@@ -261,7 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/dead-letters/{job_id}:replay", tags=["dead letters"])
     async def replay_dead_letter(job_id: str, request: Request) -> JSONResponse:
         _unscoped(await _authorize(request.headers))
-        from wanotify.dlq import ReplayRefused, replay
+        from wanotify.ops.dlq import ReplayRefused, replay
 
         try:
             out = await run_in_threadpool(replay, _uuid_or_422(job_id))
@@ -282,7 +288,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # ---- campaigns -----------------------------------------------------------------
 
-    from wanotify.campaigns import CampaignError
+    from wanotify.campaigns.service import CampaignError
 
     def _campaign_error(exc: CampaignError) -> ApiError:
         code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid_campaign")
@@ -304,7 +310,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except ValueError:
                 raise ApiError(422, "invalid_campaign", "start_at is not an ISO time",
                                [{"field": "start_at", "reason": "not an ISO 8601 time"}]) from None
-        from wanotify.campaigns import create
+        from wanotify.campaigns.service import create
 
         try:
             out = await run_in_threadpool(
@@ -320,7 +326,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cid = _uuid_or_422(campaign_id)
         await _campaign_in_scope(record, cid)
         body = await _body(request, MAX_AUDIENCE_BYTES)
-        from wanotify.campaigns import import_bytes
+        from wanotify.campaigns.service import import_bytes
 
         try:
             report = await run_in_threadpool(import_bytes, cid, body, request.headers.get("content-type", ""))
@@ -333,7 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         record = await _authorize(request.headers)
         cid = _uuid_or_422(campaign_id)
         await _campaign_in_scope(record, cid)
-        from wanotify.campaigns import status
+        from wanotify.campaigns.service import status
 
         try:
             return JSONResponse(await run_in_threadpool(status, cid))
@@ -345,7 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             record = await _authorize(request.headers)
             cid = _uuid_or_422(campaign_id)
             await _campaign_in_scope(record, cid)
-            from wanotify.campaigns import change
+            from wanotify.campaigns.service import change
 
             try:
                 return JSONResponse(await run_in_threadpool(change, cid, action))
@@ -370,8 +376,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bad = "phone" if not isinstance(data.get("phone"), str) else "dry_run"
             raise ApiError(422, "invalid_erasure", f"{bad} is invalid",
                            [{"field": bad, "reason": "required string" if bad == "phone" else "must be a boolean"}])
-        from wanotify.phones import normalize_e164
-        from wanotify.privacy import erase
+        from wanotify.compliance.retention import erase
+        from wanotify.core.phones import normalize_e164
 
         try:
             normalize_e164(data["phone"])
@@ -414,7 +420,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             WEBHOOKS.labels("bad_signature").inc()
             return _error(403, "forbidden", "signature does not match the body",
                           [{"field": "X-Hub-Signature-256", "reason": "does not match"}])
-        from wanotify.ingest import spool_webhook
+        from wanotify.inbound.ingest import spool_webhook
 
         try:
             await webhook_writes.submit(raw)
@@ -487,7 +493,7 @@ def _readiness(settings: Settings) -> dict[str, str]:
         checks["postgres"] = f"error: {type(exc).__name__}"
         checks.setdefault("migrations", "unknown")
     try:
-        from wanotify.intake import get_redis
+        from wanotify.intake.service import get_redis
 
         get_redis().ping()
         checks["redis"] = "ok"

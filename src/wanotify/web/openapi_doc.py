@@ -103,7 +103,7 @@ def _error(code: str) -> dict[str, Any]:
 
 
 def _job_schemas() -> dict[str, Any]:
-    from wanotify.jobs import JobBody
+    from wanotify.core.jobs import JobBody
 
     schema = JobBody.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})

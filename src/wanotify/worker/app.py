@@ -22,7 +22,7 @@ class WanotifyCelery(Celery):
         from wanotify.worker.signals import PERSONAL_ARGS
 
         if name in PERSONAL_ARGS and "argsrepr" not in options:
-            from wanotify.logs import args_summary
+            from wanotify.ops.logs import args_summary
 
             options["argsrepr"] = args_summary(args)
             options["kwargsrepr"] = "{}"

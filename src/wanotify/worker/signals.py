@@ -7,7 +7,7 @@ from typing import Any
 from celery import signals
 
 from wanotify.config import get_settings
-from wanotify.logs import setup_logging
+from wanotify.ops.logs import setup_logging
 
 _sweeper: Any = None
 _token_watcher: Any = None
@@ -22,11 +22,11 @@ def _logging(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper, _token_watcher
-    from wanotify.sweeper import SweeperThread
+    from wanotify.delivery.sweeper import SweeperThread
 
     _sweeper = SweeperThread()
     _sweeper.start()
-    from wanotify.tokens import TokenWatcher
+    from wanotify.providers.tokens import TokenWatcher
 
     _token_watcher = TokenWatcher()  # resumes senders paused for a token once a new one appears
     _token_watcher.start()
@@ -35,7 +35,7 @@ def _start_sweeper(**_: Any) -> None:
     if port:
         import logging
 
-        from wanotify.metrics import start_worker_metrics
+        from wanotify.ops.metrics import start_worker_metrics
 
         got = start_worker_metrics(port, settings.worker_metrics_addr)
         logging.getLogger("wanotify.worker").info(
@@ -53,7 +53,7 @@ def _stop_sweeper(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
-    from wanotify.runtime import shutdown_runtime
+    from wanotify.delivery.runtime import shutdown_runtime
 
     shutdown_runtime()
 
@@ -62,7 +62,7 @@ def _close_runtime(**_: Any) -> None:
 def _child_metrics_gone(pid: int | None = None, **_: Any) -> None:
     import os
 
-    from wanotify.metrics import mark_process_dead
+    from wanotify.ops.metrics import mark_process_dead
 
     mark_process_dead(pid or os.getpid())
 
@@ -72,14 +72,14 @@ _trimmed_at = 0.0
 
 @signals.task_postrun.connect
 def _trim_heap(**_: Any) -> None:
-    """Hand free heap pages back to the system at most every 10 s (see wanotify.memory)."""
+    """Hand free heap pages back to the system at most every 10 s (see wanotify.worker.memory)."""
     import time
 
     global _trimmed_at
     now = time.monotonic()
     if now - _trimmed_at > 10.0:
         _trimmed_at = now
-        from wanotify.memory import trim
+        from wanotify.worker.memory import trim
 
         trim()
 
@@ -94,7 +94,7 @@ PERSONAL_ARGS = frozenset({"wanotify.notify"})
 def _mask_personal_args(request: Any = None, **_: Any) -> None:
     if request is None or getattr(request, "name", None) not in PERSONAL_ARGS:
         return
-    from wanotify.logs import args_summary
+    from wanotify.ops.logs import args_summary
 
     # Celery's Request keeps the producer's repr in these slots and sends them in the
     # task-received event right after this signal.

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from wanotify.config import get_settings
-from wanotify.errors import IdempotencyConflict, InvalidJob
+from wanotify.core.errors import IdempotencyConflict, InvalidJob
 from wanotify.worker.app import celery_app
 
 log = logging.getLogger("wanotify.tasks")
@@ -17,7 +17,7 @@ log = logging.getLogger("wanotify.tasks")
 @celery_app.task(name="wanotify.notify", bind=True, acks_late=True, max_retries=None)
 def notify_task(self: Task, body: Any) -> dict[str, Any]:
     """Intake from any producer: validate, store, route. Invalid bodies are recorded."""
-    from wanotify.intake import notify, record_rejected
+    from wanotify.intake.service import notify, record_rejected
 
     try:
         acc = notify(body)
@@ -36,8 +36,8 @@ def notify_task(self: Task, body: Any) -> dict[str, Any]:
 @celery_app.task(name="wanotify.dispatch", acks_late=True, ignore_result=True)
 def dispatch_task(sender: str) -> dict[str, Any]:
     """Drive one sender's pacing queue for a time slice (many sends per task)."""
-    from wanotify.intake import kick
-    from wanotify.runtime import get_runtime
+    from wanotify.delivery.runtime import get_runtime
+    from wanotify.intake.service import kick
 
     settings = get_settings()
     if sender not in settings.sender_map:
@@ -48,8 +48,8 @@ def dispatch_task(sender: str) -> dict[str, Any]:
     if stats.owned and not stats.paused:
         if stats.depth_left > 0:
             # Hand the number on, on the queue of its most urgent waiting work.
-            from wanotify.intake import get_redis
-            from wanotify.throttle import Lanes
+            from wanotify.delivery.lanes import Lanes
+            from wanotify.intake.service import get_redis
 
             d = Lanes(get_redis()).depths(sender)
             kind = next((k for k in ("otp", "transactional", "marketing") if d[k]), "transactional")
@@ -79,7 +79,7 @@ def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[
     """Turn stored webhook bodies (one id, a list, or the oldest pending) into status events
     and job statuses; with ``top_up``, other bodies waiting too (whose kicks were folded into
     this one: see ``ingest.kick_ingest``; the sweeper names its bodies and does not top up)."""
-    from wanotify.ingest import free_kick_slot, ingest_inbox
+    from wanotify.inbound.ingest import free_kick_slot, ingest_inbox
 
     free_kick_slot(slot)  # bodies stored from now on get a kick of their own
     top_up = top_up and not self.request.retries
@@ -98,7 +98,7 @@ def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[
                             len(ids), exc_info=True)
                 report = ingest_inbox(ids, limit=len(ids))
             if report.fallback_ids:
-                from wanotify.fallback import trigger
+                from wanotify.delivery.fallback import trigger
 
                 trigger(report.fallback_ids, "failed status webhook")
             for k in totals:
@@ -107,7 +107,7 @@ def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[
                 break
             ids = []  # a full batch: more may be waiting, and their kicks were folded into this one
         else:
-            from wanotify.ingest import kick_ingest
+            from wanotify.inbound.ingest import kick_ingest
 
             kick_ingest([])
     except Exception as exc:  # Postgres away: the raw body is kept; try again
@@ -124,7 +124,7 @@ def fallback_task(self: Task, job_id: str, reason: str = "") -> str:
     """Send a job's fallback (SMS, then email), once."""
     import uuid
 
-    from wanotify.fallback import run_fallback
+    from wanotify.delivery.fallback import run_fallback
 
     try:
         return run_fallback(uuid.UUID(job_id), reason)
@@ -134,7 +134,7 @@ def fallback_task(self: Task, job_id: str, reason: str = "") -> str:
 
 @celery_app.task(name="wanotify.sweep", ignore_result=True)
 def sweep_task() -> dict[str, int]:
-    from wanotify.sweeper import sweep
+    from wanotify.delivery.sweeper import sweep
 
     return sweep()
 
@@ -145,7 +145,7 @@ def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
     import time
     import uuid
 
-    from wanotify.campaigns import (
+    from wanotify.campaigns.service import (
         CampaignError,
         end_fanout,
         fan_out,
@@ -177,7 +177,7 @@ def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
 
 @celery_app.task(name="wanotify.campaigns_tick")
 def campaigns_tick_task() -> dict[str, int]:
-    from wanotify.campaigns import tick
+    from wanotify.campaigns.service import tick
 
     return tick()
 
@@ -185,6 +185,6 @@ def campaigns_tick_task() -> dict[str, int]:
 @celery_app.task(name="wanotify.purge", ignore_result=True)
 def purge_task() -> dict[str, int]:
     """Retention: anonymise or delete personal data past ``WANOTIFY_RETENTION``."""
-    from wanotify.privacy import purge
+    from wanotify.compliance.retention import purge
 
     return purge().totals()

@@ -1,0 +1,1 @@
+"""Campaigns: service (create, audience, state changes), fan-out, cron schedules."""

@@ -1,0 +1,1 @@
+"""The ``wanotify`` command: the typer root and one module per sub-command group."""

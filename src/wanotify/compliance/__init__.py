@@ -1,0 +1,1 @@
+"""Consent (opt-outs, quiet hours), personal-data hashing, retention and erasure."""

@@ -1,0 +1,1 @@
+"""The send path: lanes (Lua), pacing, dispatcher, outcomes, fallback, sweeper."""

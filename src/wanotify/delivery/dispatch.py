@@ -1,0 +1,433 @@
+"""The release-and-send loop: one dispatcher task drives one sender for a time slice.
+
+It owns the sender (a Redis lease), asks ``release.lua`` for the jobs the number may send
+right now, claims them in Postgres, sends them concurrently over the process's long-lived
+HTTP client (in order per recipient), records the outcomes in one transaction, and settles
+the Redis entries. Then it releases the sender, or hands it on if work remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+import redis.asyncio as aredis
+
+from wanotify.config import SenderConfig, Settings
+from wanotify.core.phones import mask_phone
+from wanotify.delivery.lanes import AsyncLanes, Pace, Tier, now_ms, parse_entry
+from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome, claim, decide, record
+from wanotify.ops.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
+from wanotify.providers import tokens
+from wanotify.providers.whatsapp import SendResult, send_message
+
+log = logging.getLogger("wanotify.dispatch")
+
+MAX_RELEASE = 200
+MAX_LAG_MS = 40.0
+
+
+class Pacer:
+    """The gate every send of one sender passes, at the moment it is fired.
+
+    Slots from Redis are already spaced by the GCRA; this gate checks the *actual* send
+    instants: no send before its slot, and never more than ``cap`` sends in any sliding
+    second. When a claim or a busy event loop made sends late, they catch up as far as the
+    window allows instead of being lost, and never burst past the limit.
+    """
+
+    def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int):
+        self.interval_ms = interval_ms
+        self.cap = max(1, cap)
+        self.sent: deque[float] = deque()
+        self.lock = asyncio.Lock()
+        self.pending = 0  # sends claimed and waiting at the gate
+        self.planned = 0.0
+        self.head_slot: float | None = None
+        self.pair_interval_ms = pair_interval_ms
+        self.pair_tolerance_ms = pair_interval_ms * max(0, pair_burst - 1)
+        self.pair_tat: dict[str, float] = {}
+        self.pruned_at = 0.0
+
+    async def wait_recipient(self, rcpt: str) -> None:
+        """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
+        tat = self.pair_tat.get(rcpt)
+        if tat is not None:
+            wait = tat - self.pair_tolerance_ms - now_ms()
+            if wait > 0:
+                await asyncio.sleep(wait / 1000)
+
+    def sent_to(self, rcpt: str) -> None:
+        now = now_ms()
+        self.pair_tat[rcpt] = max(self.pair_tat.get(rcpt, 0.0), now) + self.pair_interval_ms
+        if now - self.pruned_at > 1000.0:
+            # Once a second, forget recipients whose slots are all in the past (such an entry
+            # constrains nothing): the map holds only the last pair interval's recipients.
+            self.pruned_at = now
+            self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
+
+    async def wait_turn(self, slot_ms: float) -> None:
+        self.pending += 1
+        try:
+            await self._wait_turn(slot_ms)
+        finally:
+            self.pending -= 1
+
+    async def _wait_turn(self, slot_ms: float) -> None:
+        async with self.lock:
+            self.head_slot = slot_ms
+            try:
+                await self._pass(slot_ms)
+            finally:
+                self.head_slot = None
+
+    @property
+    def lag_ms(self) -> float:
+        """How late the send at the head of the gate is (0 when the gate keeps up)."""
+        head = self.head_slot
+        return 0.0 if head is None else max(0.0, now_ms() - head)
+
+    async def _pass(self, slot_ms: float) -> None:
+        # Planned instants are spaced by the interval; the timer's own lateness is not
+        # carried forward (at most one interval is caught up, so no burst after a stall).
+        planned = max(slot_ms, self.planned + self.interval_ms)
+        while True:
+            now = now_ms()
+            if planned > now:
+                await asyncio.sleep((planned - now) / 1000)
+                continue
+            while self.sent and self.sent[0] <= now - 1000.0:
+                self.sent.popleft()
+            if len(self.sent) < self.cap:
+                self.sent.append(now)
+                # A late timer may be caught up by one interval, or 5 ms at high rates.
+                self.planned = max(planned, now - max(self.interval_ms, 5.0))
+                return
+            # The hard cap: never more than `cap` sends in any sliding second.
+            await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))
+
+
+@dataclass
+class DrainStats:
+    sender: str
+    released: int = 0
+    sent: int = 0
+    accepted: int = 0
+    failed: int = 0
+    requeued: int = 0
+    expired: int = 0
+    skipped: int = 0
+    owned: bool = True
+    paused: bool = False
+    depth_left: int = 0
+    next_due_ms: float | None = None
+    errors: dict[int, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, client: aiohttp.ClientSession, redis_client: aredis.Redis):
+        self.settings = settings
+        self.client = client
+        self.lanes = AsyncLanes(redis_client)
+        self.pacers: dict[str, Pacer] = {}
+        self.paused: set[str] = set()  # senders this process saw paused
+        self.pair_hits: dict[tuple[str, str], int] = defaultdict(int)
+        # Drains running in this process, by sender: a kick for a sender one of them owns
+        # (an OTP just queued) wakes it to release at once instead of at its next planned
+        # look (up to the reservation horizon later).
+        self.wakers: dict[str, asyncio.Event] = {}
+        # Jobs released and not yet settled, over every sender of this process: capped so
+        # that what the process holds (claimed rows, requests, answers) does not grow with
+        # the send rate or the number of senders; a drain at the cap waits for room.
+        self.in_flight = 0
+        self.room = asyncio.Event()
+        from wanotify.compliance.consent import parse_window
+
+        self.quiet = parse_window(settings.quiet_hours)
+
+    async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
+        """Own ``sender`` for a time slice: reserve slots, claim, send each at its time."""
+        settings = self.settings
+        stats = DrainStats(sender.name)
+        token = secrets.token_hex(8)
+        lease_ms = int(settings.lease_s * 1000)
+        if await self.lanes.is_paused(sender.name):
+            stats.paused = True
+            self.paused.add(sender.name)
+            return stats
+        try:
+            tokens.current(sender)
+        except tokens.TokenUnavailable as exc:  # no token to send with: pause, jobs wait
+            reason = tokens.unavailable_reason(sender, exc)
+            await self.lanes.pause(sender.name, reason)
+            tokens.alert(sender, reason)
+            stats.paused = True
+            self.paused.add(sender.name)
+            return stats
+        self.paused.discard(sender.name)
+        if not await self.lanes.claim(sender.name, token, lease_ms):
+            stats.owned = False
+            waker = self.wakers.get(sender.name)
+            if waker is not None:
+                waker.set()
+            return stats
+        waker = self.wakers[sender.name] = asyncio.Event()
+        pace = Pace.for_sender(sender, settings)
+        tier = Tier.for_sender(sender)
+        horizon = settings.reserve_horizon_ms
+        lead = min(horizon / 2, 50.0)
+        pacer = self.pacers.get(sender.name)
+        if pacer is None or pacer.cap != pace.window_cap:
+            pacer = self.pacers[sender.name] = Pacer(
+                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst
+            )
+        deadline = time.monotonic() + (slice_s if slice_s is not None else settings.dispatch_slice_s)
+        last_renew = time.monotonic()
+        tasks: set[asyncio.Task[None]] = set()
+        chains: dict[str, asyncio.Future[None]] = {}
+        try:
+            while True:
+                now = time.monotonic()
+                if now - last_renew > 1.0:  # (on every path: a wait for room keeps the lease too)
+                    await self.lanes.claim(sender.name, token, lease_ms)
+                    last_renew = now
+                    if await self.lanes.is_paused(sender.name):
+                        self.paused.add(sender.name)
+                if sender.name in self.paused:
+                    stats.paused = True
+                    break
+                if now >= deadline:
+                    break
+                # If sends run late (a slow claim, a busy loop), reserve nothing more until the
+                # gate has caught up: the lag is not carried forward behind new reservations
+                # (an OTP would wait behind it), and the number still sends at its full rate.
+                lag = pacer.lag_ms
+                if lag > MAX_LAG_MS:
+                    await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
+                    continue
+                room = settings.max_in_flight - self.in_flight
+                if room <= 0:  # the process holds enough: wait until a batch is settled
+                    self.room.clear()
+                    try:
+                        await asyncio.wait_for(self.room.wait(), max(horizon, 10.0) / 1000)
+                    except TimeoutError:
+                        pass
+                    continue
+                waker.clear()  # a kick from here on wakes the wait below
+                rel = await self.lanes.release(
+                    sender.name, pace, min(MAX_RELEASE, room), lease_ms, horizon, tier
+                )
+                if rel.entries:
+                    stats.released += len(rel.entries)
+                    self.in_flight += len(rel.entries)
+                    DISPATCH_IN_FLIGHT.inc(len(rel.entries))
+                    t = asyncio.create_task(
+                        self._batch(sender, rel.entries, rel.slots, token, stats, chains, pacer)
+                    )
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    t.add_done_callback(functools.partial(self._done, len(rel.entries)))
+                if time.monotonic() >= deadline:
+                    break
+                wall = now_ms()
+                due_soon = rel.next_due_ms is not None and rel.next_due_ms - wall < 1000
+                if not rel.entries and rel.depth == 0 and not tasks and not due_soon:
+                    break
+                if rel.entries:
+                    # Come back just before the reserved slots run out.
+                    wake = rel.slots[-1] - lead
+                elif rel.depth > 0:
+                    wake = wall + min(max(rel.wait_ms, 1.0), horizon) - lead
+                elif due_soon and rel.next_due_ms is not None:
+                    wake = min(rel.next_due_ms, wall + 200.0)
+                else:
+                    wake = wall + 20.0
+                try:
+                    await asyncio.wait_for(waker.wait(), max(1.0, wake - wall) / 1000)
+                except TimeoutError:
+                    pass
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self.wakers.get(sender.name) is waker:
+                del self.wakers[sender.name]
+            _released, depth, next_due = await self.lanes.finish(sender.name, token, force=True)
+            stats.depth_left = depth
+            stats.next_due_ms = next_due
+        return stats
+
+    def _done(self, n: int, _task: asyncio.Task[None]) -> None:
+        self.in_flight -= n
+        DISPATCH_IN_FLIGHT.dec(n)
+        self.room.set()
+
+    async def _batch(
+        self,
+        sender: SenderConfig,
+        entries: list[str],
+        slots: list[float],
+        token: str,
+        stats: DrainStats,
+        chains: dict[str, asyncio.Future[None]],
+        pacer: Pacer,
+    ) -> None:
+        by_id: dict[str, str] = {}
+        slot_of: dict[str, float] = {}
+        for e, t in zip(entries, slots, strict=True):
+            job_id = parse_entry(e)[1]
+            by_id[job_id], slot_of[job_id] = e, t
+        ids = [uuid.UUID(i) for i in by_id]
+        try:
+            jobs, expired = await asyncio.to_thread(claim, ids, token, self.settings.lease_s)
+        except Exception:
+            log.exception("claim failed; entries stay leased and come back after the lease")
+            return
+        stats.expired += len(expired)
+        claimed = {str(j.id) for j in jobs}
+        done = [e for i, e in by_id.items() if i not in claimed]  # expired, or already handled
+        stats.skipped += len(done) - len(expired)
+        jobs.sort(key=lambda j: slot_of[str(j.id)])
+        results = await asyncio.gather(
+            *(self._send_ordered(sender, j, chains, slot_of[str(j.id)], pacer) for j in jobs)
+        )
+        outcomes: list[Outcome] = []
+        hold: list[tuple[float, str]] = []
+        for job, res in zip(jobs, results, strict=True):
+            d = self._decide(sender, job, res)
+            outcomes.append(Outcome(job, res, d))
+            if not res.skipped:
+                SENDS.labels("whatsapp", d.action, str(res.error_code or "")).inc()
+            if d.action == "done":
+                ENQUEUE_TO_ACCEPTED.labels(job.kind).observe(max(0.0, now_ms() / 1000 - (job.id.int >> 80) / 1000))
+            e = by_id[str(job.id)]
+            if d.action in ("retry", "throttle", "pause"):
+                hold.append((now_ms() + d.delay_s * 1000, e.lstrip("!")))
+                stats.requeued += 1
+            else:
+                done.append(e)
+                if d.action == "done":
+                    stats.accepted += 1
+                else:
+                    stats.failed += 1
+            if res.error_code is not None:
+                stats.errors[res.error_code] = stats.errors.get(res.error_code, 0) + 1
+        stats.sent += len(jobs)
+        try:
+            await asyncio.to_thread(record, outcomes)
+        except Exception:
+            log.exception("recording %d outcomes failed; entries come back after the lease", len(outcomes))
+            return
+        await self._feedback(sender, outcomes)
+        await self.lanes.settle(sender.name, [x.lstrip("!") for x in done], hold)
+
+    def _decide(self, sender: SenderConfig, job: ClaimedJob, res: SendResult) -> Decision:
+        key = (sender.name, job.to_number)
+        if res.error_code == 131056:
+            self.pair_hits[key] += 1
+        elif res.ok:
+            self.pair_hits.pop(key, None)
+        return decide(res, job, self.pair_hits.get(key, 1))
+
+    async def _feedback(self, sender: SenderConfig, outcomes: list[Outcome]) -> None:
+        """Meta's throttling answers slow the number (130429) or the recipient (131056) down;
+        account-level errors pause the number until an operator resumes it."""
+        paused = next((o for o in outcomes if o.decision.action == "pause" and not o.result.skipped), None)
+        res = paused.result if paused is not None else None
+        if res is not None and tokens.is_token_error(res.error_code, res.http_status):
+            if res.token_fp != tokens.current_fingerprint(sender):
+                # That token was already replaced (rotated while the call was in flight):
+                # the job is held a few seconds and goes out with the new one.
+                log.warning("sender %s: refused token %s is no longer current; not pausing",
+                            sender.name, res.token_fp, extra={"sender": sender.name})
+            else:
+                reason = tokens.pause_reason(res, sender)
+                self.paused.add(sender.name)
+                await self.lanes.pause(sender.name, reason)
+                tokens.alert(sender, reason)
+        elif paused is not None:
+            reason = {
+                "error_code": paused.result.error_code,
+                "error": paused.result.policy.title,
+                "message": paused.result.error_message,
+                "at": time.time(),
+            }
+            self.paused.add(sender.name)
+            await self.lanes.pause(sender.name, reason)
+            log.error(
+                "sender %s paused: Meta error %s (%s); its jobs wait. Fix the account, then"
+                " run `wanotify senders resume %s`",
+                sender.name, paused.result.error_code, paused.result.policy.title, sender.name,
+                extra={"sender": sender.name, "error_code": paused.result.error_code, "alert": True},
+            )
+            SENDER_PAUSES.labels(sender.name, "account").inc()
+        spam = next((o.result.error_code for o in outcomes if o.result.error_code in (131048, 368)), None)
+        if spam is not None:  # spam / policy reports: stop this number's campaigns
+            from wanotify.campaigns.service import auto_pause
+
+            await asyncio.to_thread(auto_pause, f"Meta error {spam} on sender {sender.name}", sender=sender.name)
+        if any(o.result.error_code in (130429, 4, 80007) for o in outcomes):
+            log.warning("sender %s hit Meta's rate limit; slowing down for 10 s", sender.name)
+            await self.lanes.slow_down(sender.name, 1.1, 10_000)
+        for o in outcomes:
+            if o.result.error_code == 131056:
+                await self.lanes.hold_recipient(
+                    sender.name,
+                    o.job.to_number.lstrip("+"),
+                    o.decision.delay_s * 1000,
+                    Pace.for_sender(sender, self.settings).pair_burst_ms,
+                )
+
+    async def _send_ordered(
+        self,
+        sender: SenderConfig,
+        job: ClaimedJob,
+        chains: dict[str, asyncio.Future[None]],
+        slot_ms: float,
+        pacer: Pacer,
+    ) -> SendResult:
+        """Send at its slot (through the sender's gate), after earlier messages to the same recipient."""
+        prev = chains.get(job.to_number)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        chains[job.to_number] = mine
+        try:
+            if prev is not None:
+                await asyncio.shield(prev)
+            if job.kind == "marketing" and self.quiet is not None:
+                from wanotify.compliance.consent import quiet_wait_s
+
+                wait = quiet_wait_s(job.to_number, datetime.now(UTC), self.quiet, job.recipient_tz)
+                if wait > 0:  # quiet hours where the recipient is: held until they end
+                    return SendResult(False, None, None, None, "quiet hours", None, 0.0,
+                                      retry_after=wait, skipped=True)
+            rcpt = job.to_number
+            await pacer.wait_recipient(rcpt)
+            await pacer.wait_turn(slot_ms)
+            if sender.name in self.paused:  # paused while this one waited: keep it, send nothing
+                return SendResult(False, None, None, None, "sender paused", None, 0.0, skipped=True)
+            pacer.sent_to(rcpt)
+            res = await send_message(self.client, self.settings, sender, job.payload)
+            if not res.ok:
+                log.info(
+                    "send failed",
+                    extra={
+                        "notification_id": str(job.id),
+                        "sender": sender.name,
+                        "to": mask_phone(job.to_number),
+                        "attempt": job.attempt_count,
+                        "error_code": res.error_code,
+                        "http_status": res.http_status,
+                    },
+                )
+            return res
+        finally:
+            mine.set_result(None)
+            if chains.get(job.to_number) is mine:
+                del chains[job.to_number]

@@ -1,0 +1,1 @@
+"""Never imported by runtime code: sandbox, embedded servers, processes, demo, bench."""

@@ -1,0 +1,451 @@
+"""``wanotify bench pacing``: do many workers together keep every number within Meta's limits?
+
+One run, same machine, same sandbox:
+
+1. wanotify: 4 worker processes (as 4 hosts would be) drain a marketing backlog across
+   10 senders at 80 mps and one at 1,000 mps, with realistic recipient repetition, while
+   OTPs keep arriving;
+2. the textbook baseline: the same load as one Celery task per message with Celery's own
+   ``rate_limit`` per sender, on 4 worker processes.
+
+At the sandbox it counts messages per phone number in every 1-second window (aligned and
+sliding) and per recipient pair, and prints violations, 130429/131056 answers, utilisation,
+OTP latency and CPU per 1,000 messages.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from wanotify.devtools.bench.common import (
+    BenchEnv,
+    CpuMeter,
+    bench_env,
+    median,
+    pair_violations,
+    percentile,
+    sandbox_log,
+    server_pid,
+    start_sandbox,
+    wait_until,
+    window_counts,
+)
+
+console = Console()
+
+PAIR_BURST = 5
+PAIR_INTERVAL_S = 6.0
+
+
+def make_senders(n_slow: int, slow_mps: int, fast_mps: int) -> list[dict[str, Any]]:
+    senders = [
+        {"name": f"s{i:02d}", "phone_number_id": f"1000000000{i:05d}", "waba_id": "2000000000001",
+         "access_token": f"bench-token-{i}", "mps": slow_mps, "pair_burst": PAIR_BURST,
+         "pair_interval_s": PAIR_INTERVAL_S, "display_phone_number": f"+1555010{i:04d}"}
+        for i in range(1, n_slow + 1)
+    ]
+    if fast_mps:
+        senders.append({"name": "fast", "phone_number_id": "100000000099999", "waba_id": "2000000000001",
+                        "access_token": "bench-token-fast", "mps": fast_mps, "pair_burst": PAIR_BURST,
+                        "pair_interval_s": PAIR_INTERVAL_S, "display_phone_number": "+15550199999"})
+    return senders
+
+
+def make_backlog(senders: list[dict[str, Any]], seconds: float, seed: int) -> list[dict[str, Any]]:
+    """Marketing jobs with realistic repetition: most recipients get one message, some two or
+    three (order updates), a few up to eight (over the pair limit's burst, so they must be
+    held and paced), spread through the backlog."""
+    rng = random.Random(seed)
+    jobs: list[dict[str, Any]] = []
+    serial = 0
+    for s in senders:
+        n = int(s["mps"] * seconds)
+        picks: list[str] = []
+        while len(picks) < n:
+            serial += 1
+            to = f"+9199{serial:08d}"
+            r = rng.random()
+            times = 1 if r < 0.80 else 2 if r < 0.95 else 3 if r < 0.99 else rng.randint(6, 8)
+            picks.extend([to] * times)
+        del picks[n:]
+        rng.shuffle(picks)
+        for i, to in enumerate(picks):
+            jobs.append({"to": to, "template": "seasonal_sale", "language": "en", "kind": "marketing",
+                         "sender": s["name"], "params": {"body": [f"Customer {i}", f"{10 + i % 40}%"]}})
+    rng.shuffle(jobs)
+    return jobs
+
+
+@dataclass
+class RunResult:
+    name: str
+    jobs: int = 0
+    sent: int = 0
+    seconds: float = 0.0
+    fixed_violations: int = 0
+    worst_sliding_pct: float = 0.0
+    r130429: int = 0
+    r131056: int = 0
+    pair_violations: int = 0
+    util_slow_min: float | None = None
+    util_slow_mean: float | None = None
+    util_fast: float | None = None
+    otp_p50_ms: float | None = None
+    otp_p99_ms: float | None = None
+    otp_count: int = 0
+    cpu_per_1000: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]], jobs: int,
+            otp_enqueued: dict[str, float], cpu_s: float | None) -> RunResult:
+    res = RunResult(name, jobs=jobs)
+    by_pnid = {s["phone_number_id"]: s for s in senders}
+    per_sender: dict[str, list[float]] = defaultdict(list)
+    accepted: dict[str, list[float]] = defaultdict(list)
+    pairs: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for m in log:
+        if m["phone_number_id"] not in by_pnid:
+            continue
+        per_sender[m["phone_number_id"]].append(m["t"])
+        if m["code"] == 130429:
+            res.r130429 += 1
+        elif m["code"] == 131056:
+            res.r131056 += 1
+        if m["code"] == 0:
+            accepted[m["phone_number_id"]].append(m["t"])
+            pairs[(m["phone_number_id"], m["to"])].append(m["t"])
+    res.sent = sum(len(v) for v in accepted.values())
+    worst = 0.0
+    utils_slow: list[float] = []
+    for pnid, times in per_sender.items():
+        limit = by_pnid[pnid]["mps"]
+        fixed, sliding = window_counts(times)
+        res.fixed_violations += sum(1 for c in fixed.values() if c > limit)
+        worst = max(worst, sliding / limit)
+        acc = sorted(accepted.get(pnid, []))
+        if len(acc) >= 10:
+            k = max(1, int(len(acc) * 0.9)) - 1
+            span = acc[k] - acc[0]
+            util = (k / span / limit) if span > 0 else None
+            if util is not None:
+                if limit >= 500:
+                    res.util_fast = util
+                else:
+                    utils_slow.append(util)
+    res.worst_sliding_pct = worst * 100
+    if os.environ.get("WANOTIFY_BENCH_DEBUG"):
+        for pnid, times in sorted(per_sender.items()):
+            fixed, sliding = window_counts(times)
+            t0 = min(fixed)
+            for m in log:
+                if m["code"] == 131056 and m["phone_number_id"] == pnid:
+                    hist = [(round(x["t"] - m["t"], 3), x["code"], (x["biz_opaque_callback_data"] or "")[-6:])
+                            for x in log if x["to"] == m["to"] and x["phone_number_id"] == pnid]
+                    console.print(f"131056 for {m['to']}: {hist}")
+            console.print(f"{name} {pnid}: sliding max {sliding}; per second: "
+                          + " ".join(str(fixed.get(t0 + k, 0)) for k in range(max(fixed) - t0 + 1)))
+    if utils_slow:
+        res.util_slow_min = min(utils_slow)
+        res.util_slow_mean = sum(utils_slow) / len(utils_slow)
+    for times in pairs.values():
+        res.pair_violations += pair_violations(times, PAIR_BURST, PAIR_INTERVAL_S)
+    first = min((t for v in accepted.values() for t in v), default=0.0)
+    last = max((t for v in accepted.values() for t in v), default=0.0)
+    res.seconds = last - first
+    lat = []
+    otp_debug = []
+    for m in log:
+        key = m.get("biz_opaque_callback_data")
+        if key in otp_enqueued and m["code"] == 0:
+            enq = otp_enqueued.pop(key)
+            lat.append((m["t"] - enq) * 1000)
+            otp_debug.append((m, enq))
+    if os.environ.get("WANOTIFY_BENCH_DEBUG") and lat:
+        t_first = min((t for v in accepted.values() for t in v), default=0.0)
+        slow = sorted(((m["t"] - t_first, (m["t"] - enq) * 1000) for m, enq in otp_debug), key=lambda x: -x[1])[:8]
+        console.print("slowest OTPs (s after first send, ms): " + ", ".join(f"{a:.1f}s:{b:.0f}" for a, b in slow))
+    res.otp_count = len(lat)
+    res.otp_p50_ms = percentile(lat, 0.5)
+    res.otp_p99_ms = percentile(lat, 0.99)
+    if cpu_s is not None and res.sent:
+        res.cpu_per_1000 = cpu_s / res.sent * 1000
+    return res
+
+
+def _otp_stream(stop: threading.Event, senders: list[dict[str, Any]], rate: float,
+                submit: Any, enqueued: dict[str, float]) -> None:
+    rng = random.Random(99)
+    i = 0
+    while not stop.wait(1.0 / rate):
+        i += 1
+        s = senders[i % len(senders)]["name"]
+        body = {"to": f"+9198{7000000 + i:08d}", "template": "otp_code", "language": "en", "kind": "otp",
+                "sender": s, "params": {"body": [f"{rng.randrange(10**6):06d}"]}}
+        t0 = time.time()
+        key = submit(body)
+        enqueued[key] = t0
+
+
+def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
+                 workers: int, otp_rate: float, timeout: float) -> RunResult:
+    from sqlalchemy import text
+
+    from wanotify.db import session_scope
+    from wanotify.delivery.lanes import prefix
+    from wanotify.devtools.procs import wait_worker
+    from wanotify.intake.service import get_redis, kick, notify, notify_many
+
+    # The whole backlog is in place before the numbers start: every sender's dispatch is
+    # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.
+    r = get_redis()
+    for s in senders:
+        r.set(prefix(s["name"]) + "owner", "bench-hold", px=600_000)
+    with console.status(f"wanotify: enqueueing {len(backlog)} marketing jobs"):
+        for k in range(0, len(backlog), 1000):
+            for acc in notify_many(backlog[k : k + 1000]):
+                if not hasattr(acc, "id"):
+                    raise RuntimeError(f"bench job refused: {acc}")
+    procs = []
+    for i in range(workers):
+        node = f"bench{i}-{uuid.uuid4().hex[:4]}"
+        procs.append(env.start(f"worker{i}", ["worker", "--concurrency", "16", "-n", f"{node}@%h"]))
+    for p in procs:
+        wait_worker(env.redis_url, p, timeout=60, node=p.args[-1].split("@")[0])
+    time.sleep(1.0)  # let the booted workers settle (and drop the kicks that found no work)
+    broker = server_pid(int(env.redis_url.split(":")[-1].split("/")[0]))
+    # CPU is counted from here: the workers are up and the backlog is waiting.
+    meter = CpuMeter([p.pid for p in procs] + ([broker] if broker else []))
+    for s in senders:
+        r.delete(prefix(s["name"]) + "owner")
+        kick(s["name"], "marketing")
+    enqueued: dict[str, float] = {}
+    stop = threading.Event()
+
+    def submit(body: dict[str, Any]) -> str:
+        return notify(body).id
+
+    t = threading.Thread(target=_otp_stream, args=(stop, senders, otp_rate, submit, enqueued), daemon=True)
+    t.start()
+
+    cpu_mark: dict[str, float] = {}
+
+    def drained() -> bool:
+        with session_scope() as s:
+            n = s.execute(text("SELECT count(*) FROM notifications WHERE kind = 'marketing'"
+                               " AND status IN ('queued', 'sending')")).scalar_one()
+        # CPU per message is taken over the drain itself (95% of the backlog), not over
+        # the pair-limited tail, where idle workers would dominate it.
+        if "cpu" not in cpu_mark and n <= len(backlog) * 0.05:
+            cpu_mark["cpu"], cpu_mark["sent"] = meter.used(), float(len(backlog) - n)
+        return n == 0
+
+    with console.status("wanotify: draining the backlog (OTPs arriving)"):
+        ok = wait_until(drained, timeout)
+        stop.set()
+        t.join()
+        wait_until(lambda: all(_otp_done(k) for k in list(enqueued)[-5:]), 10)
+    cpu = meter.used()
+    env.stop(procs)
+    log = sandbox_log(sb_url)
+    res = analyse("wanotify", log, senders, len(backlog), dict(enqueued), cpu)
+    if not ok:
+        res.notes.append(f"backlog not drained within {timeout:.0f}s")
+    return res
+
+
+def _otp_done(job_id: str) -> bool:
+    from sqlalchemy import text
+
+    from wanotify.db import session_scope
+
+    with session_scope() as s:
+        st = s.execute(text("SELECT status FROM notifications WHERE id = :i"), {"i": job_id}).scalar_one()
+    return st not in ("queued", "sending")
+
+
+def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
+                 workers: int, otp_rate: float, timeout: float) -> RunResult:
+    import httpx
+    import redis
+    from celery import Celery
+
+    from wanotify.devtools.procs import wait_worker
+    from wanotify.intake.service import prepare
+
+    producer = Celery("baseline_producer", broker=env.redis_url)
+    producer.conf.task_serializer = "json"
+    before = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+    with console.status(f"baseline: enqueueing {len(backlog)} tasks"):
+        with producer.producer_or_acquire() as prod:
+            for job in backlog:
+                pj = prepare(job)
+                producer.send_task(f"baseline.send.{pj.sender}", args=[pj.payload], queue="baseline",
+                                   producer=prod)
+    # The workers boot consuming nothing; all start on the backlog together.
+    procs = []
+    nodes = []
+    for i in range(workers):
+        node = f"baseline{i}-{uuid.uuid4().hex[:4]}"
+        nodes.append(node)
+        procs.append(env.start(f"baseline{i}", ["bench", "baseline-worker", "--name", node,
+                                                 "--queue", "baseline-idle"]))
+    for p, node in zip(procs, nodes, strict=True):
+        wait_worker(env.redis_url, p, timeout=60, node=node)
+    time.sleep(1.0)
+    broker = server_pid(int(env.redis_url.split(":")[-1].split("/")[0]))
+    meter = CpuMeter([p.pid for p in procs] + ([broker] if broker else []))
+    producer.control.add_consumer("baseline", reply=True, timeout=5.0)
+    enqueued: dict[str, float] = {}
+    stop = threading.Event()
+
+    def submit(body: dict[str, Any]) -> str:
+        p = prepare(body)
+        producer.send_task(f"baseline.send.{p.sender}", args=[p.payload], queue="baseline")
+        return str(p.id)
+
+    t = threading.Thread(target=_otp_stream, args=(stop, senders, otp_rate, submit, enqueued), daemon=True)
+    t.start()
+    total = len(backlog)
+
+    rds = redis.Redis.from_url(env.redis_url)
+    last = {"seq": -1, "at": time.monotonic()}
+
+    cpu_mark: dict[str, float] = {}
+
+    def consumed() -> bool:
+        seq = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+        if "cpu" not in cpu_mark and seq - before >= len(backlog) * 0.95:
+            cpu_mark["cpu"], cpu_mark["sent"] = meter.used(), float(seq - before)
+        return bool(rds.llen("baseline") == 0)
+
+    def quiet() -> bool:
+        """Nothing new at the sandbox for 2 s (rate_limit keeps consumed tasks waiting
+        inside the workers after the queue itself is empty)."""
+        seq = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+        if seq != last["seq"]:
+            last["seq"], last["at"] = seq, time.monotonic()
+            return False
+        return time.monotonic() - last["at"] > 2.0
+
+    started = time.monotonic()
+    with console.status(f"baseline: draining (bounded at {timeout:.0f}s)"):
+        ok = wait_until(consumed, timeout)
+        stop.set()
+        t.join()
+        ok = wait_until(quiet, max(5.0, timeout - (time.monotonic() - started))) and ok
+    if "cpu" not in cpu_mark:
+        seq = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+        cpu_mark["cpu"], cpu_mark["sent"] = meter.used(), float(seq - before)
+    env.stop(procs)
+    log = [m for m in sandbox_log(sb_url, after=before)]
+    res = analyse("celery rate_limit", log, senders, len(backlog), dict(enqueued), None)
+    if cpu_mark["sent"]:
+        # per request that reached the sandbox (accepted or refused)
+        res.cpu_per_1000 = cpu_mark["cpu"] / cpu_mark["sent"] * 1000
+    if not ok:
+        res.notes.append(f"stopped after {timeout:.0f}s with {res.sent} of {total} sent")
+    if res.sent < total:
+        res.notes.append(f"{total - res.sent} of {total} messages never accepted (refused, not retried)")
+    if res.otp_count < len(enqueued):
+        res.notes.append(f"{len(enqueued) - res.otp_count} of {len(enqueued)} OTPs not delivered")
+    return res
+
+
+def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int = 1000,
+        backlog_s: float = 8.0, workers: int = 4, otp_rate: float = 5.0, baseline: bool = True,
+        baseline_timeout: float = 45.0) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
+    """Two phases in one run: many numbers at ``slow_mps``, then one number at ``fast_mps``.
+
+    The phases are separate because 10×80 + 1,000 mps is more than this 2-core machine can
+    serve with the sandbox, Postgres and Redis on it; Meta's limits are per number, so each
+    phase tests the same thing at its own rate.
+    """
+    phases: list[tuple[str, list[dict[str, Any]]]] = []
+    if slow_senders:
+        phases.append((f"{slow_senders}×{slow_mps} mps", make_senders(slow_senders, slow_mps, 0)))
+    if fast_mps:
+        phases.append((f"1×{fast_mps} mps", make_senders(0, slow_mps, fast_mps)))
+    console.print(f"[bold]bench pacing[/bold]: phases {', '.join(n for n, _ in phases)}; backlog "
+                  f"{backlog_s:.0f}s per sender; {workers} worker processes; OTP {otp_rate}/s; "
+                  f"{runs} run(s); {os.cpu_count()} cores")
+    out: dict[str, list[tuple[RunResult, RunResult | None]]] = {}
+    for name, senders in phases:
+        results: list[tuple[RunResult, RunResult | None]] = []
+        for i in range(runs):
+            backlog = make_backlog(senders, backlog_s, seed=i)
+            with bench_env("pacing", senders) as env:
+                _, sb_url = start_sandbox(env)
+                ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
+                                    timeout=backlog_s * 6 + 60)
+                base = None
+                if baseline:
+                    base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
+            results.append((ours, base))
+            console.print(f"{name}: run {i + 1}/{runs} done")
+        out[name] = results
+    for name, results in out.items():
+        print_table(results, name)
+    return out
+
+
+def _worst_util(r: RunResult) -> float | None:
+    vals = [v for v in (r.util_slow_min, r.util_fast) if v is not None]
+    return min(vals) * 100 if vals else None
+
+
+def _mean_util(r: RunResult) -> float | None:
+    vals = [v for v in (r.util_slow_mean, r.util_fast) if v is not None]
+    return sum(vals) / len(vals) * 100 if vals else None
+
+
+def _fmt(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = "") -> None:
+    def col(pick: Any, which: int) -> float | None:
+        vals = [pick(r[which]) for r in results if r[which] is not None]
+        return median(vals)
+
+    rows: list[tuple[str, Any, str]] = [
+        ("jobs (marketing backlog)", lambda r: r.jobs, ".0f"),
+        ("messages accepted at the sandbox", lambda r: r.sent, ".0f"),
+        ("seconds from first to last send", lambda r: r.seconds, ".1f"),
+        ("violations: 1-s windows over the limit", lambda r: r.fixed_violations, ".0f"),
+        ("busiest sliding 1 s, % of limit", lambda r: r.worst_sliding_pct, ".1f"),
+        ("130429 answers (number rate)", lambda r: r.r130429, ".0f"),
+        ("131056 answers (pair rate)", lambda r: r.r131056, ".0f"),
+        ("pair-limit violations", lambda r: r.pair_violations, ".0f"),
+        ("utilisation %, worst number", lambda r: _worst_util(r), ".1f"),
+        ("utilisation %, mean", lambda r: _mean_util(r), ".1f"),
+        ("OTP enqueue → sandbox p50 (ms)", lambda r: r.otp_p50_ms, ".0f"),
+        ("OTP enqueue → sandbox p99 (ms)", lambda r: r.otp_p99_ms, ".0f"),
+        ("CPU s per 1,000 sends (workers + Redis)", lambda r: r.cpu_per_1000, ".2f"),
+    ]
+    t = Table(title=f"bench pacing {phase} (median of {len(results)} run{'s' if len(results) > 1 else ''})")
+    t.add_column("metric")
+    t.add_column("wanotify", justify="right")
+    has_base = any(b is not None for _, b in results)
+    if has_base:
+        t.add_column("celery rate_limit", justify="right")
+    for label, pick, spec in rows:
+        cells = [_fmt(col(pick, 0), spec)]
+        if has_base:
+            cells.append(_fmt(col(pick, 1), spec))
+        t.add_row(label, *cells)
+    console.print(t)
+    for ours, base in results:
+        for r in (ours, base):
+            if r is not None and r.notes:
+                console.print(f"[yellow]{r.name}:[/yellow] " + "; ".join(r.notes))

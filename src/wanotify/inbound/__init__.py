@@ -1,0 +1,1 @@
+"""Meta's webhooks: parse (pure) and ingest (inbox, spool, set-based apply)."""

@@ -1,0 +1,1 @@
+"""Accepting jobs: validate, store, enqueue; idempotency."""

@@ -1,0 +1,1 @@
+"""Operations: metrics and collectors, logs, read models, dead letters, Flower auth."""
