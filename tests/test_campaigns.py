@@ -12,7 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from wanotify.campaigns.service import CampaignError, change, create, import_audience, status
+from wanotify.campaigns.audience import import_audience
+from wanotify.campaigns.records import CampaignError
+from wanotify.campaigns.service import change, create, status
 from wanotify.compliance.consent import Preference, record_preferences
 
 
@@ -231,7 +233,7 @@ def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
 
 
 def test_spam_or_policy_errors_pause_the_senders_campaigns(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanotify.campaigns.service import auto_pause
+    from wanotify.campaigns.pausing import auto_pause
 
     cid = _running(monkeypatch)
     assert str(cid) in auto_pause("Meta error 131048 on sender main", sender="main")
@@ -257,7 +259,7 @@ def test_cron_schedules_are_parsed_by_celery_and_name_what_is_wrong() -> None:
 
 def test_a_recurring_campaign_starts_a_run_each_time_and_follows_pause_and_cancel(
         db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wanotify.campaigns.service import start_due_runs
+    from wanotify.campaigns.fanout import start_due_runs
 
     kicked: list[uuid.UUID] = []
     monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda cid, *a, **k: kicked.append(cid) or True)
@@ -299,7 +301,7 @@ def test_a_recurring_campaign_is_checked_against_the_budget_at_start_and_at_each
     import json
     import os
 
-    from wanotify.campaigns.service import start_due_runs
+    from wanotify.campaigns.fanout import start_due_runs
     from wanotify.config import reset_settings
 
     monkeypatch.setattr("wanotify.campaigns.service.kick_fanout", lambda *a, **k: True)

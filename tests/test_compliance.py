@@ -144,7 +144,8 @@ def test_a_queued_marketing_job_whose_recipient_opts_out_is_never_sent(db: Any) 
 
     from wanotify.delivery.lanes import Lanes
     from wanotify.delivery.outcomes import claim
-    from wanotify.intake.service import get_redis, notify
+    from wanotify.intake.service import notify
+    from wanotify.redis import get_redis
 
     # A worker of the shared stack may be running: pause the sender first (and let a running
     # drain notice) so that only this test's claim sees the job.

@@ -26,7 +26,7 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
     from wanotify.config import get_settings, reset_settings
     from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import Proc, free_port, wait_http
-    from wanotify.intake.service import reset_clients
+    from wanotify.redis import reset_clients
 
     for key in redis_client.scan_iter(prefix("capped") + "*"):
         redis_client.delete(key)

@@ -182,7 +182,7 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
         db: Any, kicks: _Kicks) -> None:
     from wanotify.inbound import ingest
     from wanotify.inbound.ingest import KICK_SLOTS, store_webhooks_and_kick
-    from wanotify.intake.service import get_redis
+    from wanotify.redis import get_redis
     from wanotify.worker.tasks import ingest_task
 
     redis_client = get_redis()  # the client the kicks use
@@ -215,7 +215,7 @@ def test_kicks_fold_into_waiting_tasks_and_each_task_takes_the_bodies_of_folded_
 def test_a_lost_kick_frees_its_slot_by_itself(db: Any, kicks: _Kicks) -> None:
     from wanotify.inbound import ingest
     from wanotify.inbound.ingest import KICK_SLOT_MS, KICK_SLOTS, kick_ingest
-    from wanotify.intake.service import get_redis
+    from wanotify.redis import get_redis
 
     redis_client = get_redis()  # the client the kicks use
     slot_key = ingest.KICK_SLOT_KEY
@@ -280,7 +280,8 @@ def test_two_reports_of_one_job_in_one_batch_apply_in_provider_time_order_ties_i
 
 
 def test_a_failure_reported_before_the_wamid_was_recorded_starts_the_fallback(db: Any) -> None:
-    from wanotify.inbound.ingest import ingest_inbox, reconcile_unmatched, store_webhooks
+    from wanotify.inbound.apply import reconcile_unmatched
+    from wanotify.inbound.ingest import ingest_inbox, store_webhooks
 
     w = f"wamid.E{uuid.uuid4().hex}"
     j = _job(db, f"wamid.other{uuid.uuid4().hex}")
@@ -323,7 +324,7 @@ def test_status_reports_update_jobs_in_place(db: Any) -> None:
 
 def test_a_late_task_does_not_free_a_newer_kicks_slot(db: Any, kicks: _Kicks) -> None:
     from wanotify.inbound import ingest
-    from wanotify.intake.service import get_redis
+    from wanotify.redis import get_redis
 
     assert ingest.kick_ingest([1])
     (old_key, old_token) = kicks.sent[0][1]["slot"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from wanotify.compliance.retention import DEFAULT_RETENTION, parse_retention
+from wanotify.config import DEFAULT_RETENTION, parse_retention
 
 
 def test_retention_spec_parses_units_and_keeps_defaults() -> None:
@@ -51,17 +51,17 @@ def test_a_bad_retention_setting_fails_at_start_up(monkeypatch: pytest.MonkeyPat
 
 
 def test_sql_hmac_is_the_python_hmac(db: Any) -> None:
-    from wanotify.compliance.retention import _hmac_pads, _pseudo_sql, keyed, pseudonym
+    from wanotify.compliance.hashing import hmac_pads, keyed, pseudo_sql, pseudonym
 
     phone = "+919876543210"
     with db() as s:
-        got = s.execute(text(f"SELECT {_pseudo_sql(':x')}"), {"x": phone, **_hmac_pads()}).scalar_one()
+        got = s.execute(text(f"SELECT {pseudo_sql(':x')}"), {"x": phone, **hmac_pads()}).scalar_one()
     assert got == pseudonym(phone) and len(got) == 20
     assert keyed("phone", phone) != keyed("phone", "+919876543211")
 
 
 def test_the_env_key_wins_over_the_database_key(monkeypatch: pytest.MonkeyPatch, db: Any) -> None:
-    from wanotify.compliance.retention import phone_hash
+    from wanotify.compliance.hashing import phone_hash
     from wanotify.config import reset_settings
 
     default = phone_hash("+919876543210")
@@ -84,7 +84,7 @@ def _senders_paused(request: pytest.FixtureRequest) -> Any:
         return
     from wanotify.config import get_settings
     from wanotify.delivery.lanes import Lanes
-    from wanotify.intake.service import get_redis
+    from wanotify.redis import get_redis
 
     request.getfixturevalue("db")
     lanes = Lanes(get_redis())
@@ -187,7 +187,8 @@ def test_a_wiped_dead_letter_is_not_replayed(db: Any) -> None:
 
 def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
     from wanotify.compliance.consent import Preference, opted_out, record_preferences
-    from wanotify.compliance.retention import erase, phone_hash
+    from wanotify.compliance.erasure import erase
+    from wanotify.compliance.hashing import phone_hash
     from wanotify.core.errors import InvalidJob
     from wanotify.delivery.outcomes import claim
     from wanotify.intake.service import notify
@@ -220,7 +221,7 @@ def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
 
 
 def test_erase_refuses_a_bad_number_and_its_dry_run_changes_nothing(db: Any) -> None:
-    from wanotify.compliance.retention import erase
+    from wanotify.compliance.erasure import erase
     from wanotify.intake.service import notify
 
     with pytest.raises(ValueError):

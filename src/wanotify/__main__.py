@@ -1,3 +1,3 @@
-from wanotify.cli.main import main
+from wanotify.cli import main
 
 main()

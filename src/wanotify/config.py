@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,62 @@ class SenderConfig(BaseModel):
                 )
             self.access_token = SecretStr(value)
         return self
+
+
+# --- retention (WANOTIFY_RETENTION), parsed here so that a bad value stops every process
+
+RETENTION_KINDS: dict[str, str] = {
+    "otp": "OTP notifications (to, parameters, payload, fallback, metadata, wamids)",
+    "transactional": "transactional notifications, and finished transactional campaigns' recipients",
+    "marketing": "marketing notifications, and finished marketing campaigns' recipients",
+    "inbound": "inbound messages (from, text, payload)",
+    "webhooks": "raw webhook bodies, and status events that never matched a job",
+    "rejected": "bodies of jobs rejected at the Celery intake",
+    "opt_outs": "the number beside an opt-out (the keyed hash stays: the opt-out holds)",
+}
+DEFAULT_RETENTION: dict[str, timedelta | None] = {
+    "otp": timedelta(hours=24),
+    "transactional": timedelta(days=90),
+    "marketing": timedelta(days=90),
+    "inbound": timedelta(days=30),
+    "webhooks": timedelta(days=7),
+    "rejected": timedelta(days=30),
+    "opt_outs": timedelta(days=365),
+}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ITEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+
+
+def parse_retention(spec: str) -> dict[str, timedelta | None]:
+    """``"otp=24h,transactional=90d"`` → a period per kind (None: ``never``); kinds not named
+    keep their defaults. Raises ValueError naming the bad item."""
+    out = dict(DEFAULT_RETENTION)
+    seen: set[str] = set()
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip().lower()
+        if not eq or not key or not value:
+            raise ValueError(f"WANOTIFY_RETENTION: {item!r} is not kind=period (e.g. otp=24h)")
+        if key not in RETENTION_KINDS:
+            raise ValueError(f"WANOTIFY_RETENTION: unknown kind {key!r} (known: {', '.join(RETENTION_KINDS)})")
+        if key in seen:
+            raise ValueError(f"WANOTIFY_RETENTION: {key!r} is given twice")
+        seen.add(key)
+        if value in ("never", "off", "forever"):
+            out[key] = None
+            continue
+        m = _ITEM.match(value)
+        if not m:
+            raise ValueError(f"WANOTIFY_RETENTION: {key}={value!r}: expected a number and a unit"
+                             " s, m, h, d or w (e.g. 24h, 90d), or 'never'")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        if seconds <= 0:
+            raise ValueError(f"WANOTIFY_RETENTION: {key}={value!r} must be more than zero")
+        out[key] = timedelta(seconds=seconds)
+    return out
 
 
 def load_ref(value: str) -> Any:
@@ -149,10 +207,12 @@ class Settings(BaseSettings):
     @field_validator("retention")
     @classmethod
     def _retention(cls, v: str) -> str:
-        from wanotify.compliance.retention import parse_retention
-
         parse_retention(v)  # a clear error at start-up, naming the bad item
         return v
+
+    @property
+    def retention_periods(self) -> dict[str, timedelta | None]:
+        return parse_retention(self.retention)
 
     @field_validator("graph_api_url")
     @classmethod

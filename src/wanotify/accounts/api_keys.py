@@ -34,7 +34,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import redis.asyncio as aredis
 from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from wanotify.config import get_settings
+from wanotify.db import session_scope
 
 log = logging.getLogger("wanotify.accounts.api_keys")
 
@@ -183,15 +188,11 @@ class Created:
 def create_key(name: str, senders: Iterable[str] = (), rate: Rate | None = None,
                known_senders: Iterable[str] | None = None) -> Created:
     """Store a new key (only its digest) and return it, the one time it is ever visible."""
-    from wanotify.db import session_scope
-
     if not NAME_RE.match(name):
         raise KeyInputError("--name", "1 to 100 letters, digits or _.:@/- (starting with a letter or digit)")
     wanted = list(dict.fromkeys(senders)) or None
     if wanted is not None:
         if known_senders is None:
-            from wanotify.config import get_settings
-
             known_senders = get_settings().sender_map
         known = list(known_senders)
         for name_ in wanted:
@@ -214,8 +215,6 @@ def create_key(name: str, senders: Iterable[str] = (), rate: Rate | None = None,
 
 def list_keys(include_revoked: bool = True) -> list[dict[str, Any]]:
     """Every key's record: never the key nor its digest."""
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         rows = s.execute(text(
             "SELECT id, name, prefix, senders, rate_per_s, burst, created_at, last_used_at, revoked_at"
@@ -231,8 +230,6 @@ def list_keys(include_revoked: bool = True) -> list[dict[str, Any]]:
 
 def revoke_key(name_or_id: str) -> dict[str, Any]:
     """Revoke the live key with this name (or id). Web processes refuse it within REFRESH_S."""
-    from wanotify.db import session_scope
-
     try:
         kid: uuid.UUID | None = uuid.UUID(name_or_id)
     except ValueError:
@@ -253,8 +250,6 @@ def revoke_key(name_or_id: str) -> dict[str, Any]:
 
 def load_live(touch: Iterable[str] = ()) -> list[KeyRecord]:
     """The live keys (one query), after recording ``last_used_at`` for the keys in ``touch``."""
-    from wanotify.db import session_scope
-
     used = [uuid.UUID(k) for k in touch]
     with session_scope() as s:
         if used:
@@ -307,7 +302,6 @@ class RateLimiter:
     def _redis(self) -> Any:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:  # async clients belong to one loop
-            import redis.asyncio as aredis
 
             self._client = aredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
             self._script = self._client.register_script(RATE_SCRIPT)
@@ -390,7 +384,6 @@ class Authenticator:
             if started - self._loaded_at <= bound:
                 return  # another request reloaded while this one waited
             used, self._used = self._used, set()
-            from starlette.concurrency import run_in_threadpool
 
             try:
                 records = await run_in_threadpool(self._loader, used)
@@ -408,7 +401,5 @@ class Authenticator:
 
 def campaign_sender(cid: uuid.UUID) -> str | None:
     """A campaign's sender (None: no such campaign), for scope checks."""
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         return s.execute(text("SELECT sender FROM campaigns WHERE id = :id"), {"id": cid}).scalar_one_or_none()

@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from wanotify.accounts.api_keys import (
+    REFRESH_S,
+    KeyInputError,
+    Rate,
+    create_key,
+    list_keys,
+    revoke_key,
+)
+from wanotify.cli.common import console, err_console, fail, settings
 
 keys_app = typer.Typer(
     help="HTTP API keys: create (shown once), list, revoke; optionally scoped to senders and rate limited.",
     no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    from wanotify.cli.main import _fail as fail  # (cli imports this module: import on use)
-
-    fail(message, code)
-
-
-def _ready() -> Any:
-    from wanotify.cli.main import _settings
-
-    return _settings()
 
 
 def _when(value: datetime | None) -> str:
@@ -45,16 +40,14 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with the key).")] = False,
 ) -> None:
     """Create a key and print it once: only its SHA-256 is stored."""
-    from wanotify.accounts.api_keys import KeyInputError, Rate, create_key
-
-    settings = _ready()
+    s = settings()
     try:
         if burst is not None and rate is None:
             raise KeyInputError("--burst", "needs --rate")
         limit = Rate.parse(rate, burst) if rate is not None else None
-        made = create_key(name, sender or (), limit, settings.sender_map)
+        made = create_key(name, sender or (), limit, s.sender_map)
     except KeyInputError as exc:
-        _fail(f"{exc.field}: {exc.reason}")
+        fail(f"{exc.field}: {exc.reason}")
         return
     if as_json:
         typer.echo(json.dumps({"id": made.id, "name": made.name, "prefix": made.prefix, "key": made.key,
@@ -75,9 +68,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The keys (never the key itself nor its hash; ids with --json)."""
-    from wanotify.accounts.api_keys import list_keys
-
-    _ready()
+    settings()
     rows = list_keys(include_revoked=not live)
     if as_json:
         typer.echo(json.dumps(rows, default=str))
@@ -95,13 +86,11 @@ def keys_list(
 @keys_app.command("revoke")
 def keys_revoke(name_or_id: Annotated[str, typer.Argument(help="The key's name or id.")]) -> None:
     """Revoke a key: every web process refuses it within about a second."""
-    from wanotify.accounts.api_keys import REFRESH_S, KeyInputError, revoke_key
-
-    _ready()
+    settings()
     try:
         out = revoke_key(name_or_id)
     except KeyInputError as exc:
-        _fail(exc.reason)
+        fail(exc.reason)
         return
     if out["already"]:
         typer.echo(f"API key {out['name']} ({out['id']}) was already revoked at {_when(out['revoked_at'])}")

@@ -1,4 +1,4 @@
-"""``wanotify purge`` and ``wanotify erase`` (registered by cli.py)."""
+"""``wanotify purge`` and ``wanotify erase`` (registered by cli.main)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-
-def register(app: typer.Typer) -> None:
-    app.command("purge")(purge)
-    app.command("erase")(erase)
+from wanotify.cli.common import console, fail, settings
+from wanotify.compliance.erasure import erase as run_erasure
+from wanotify.compliance.retention import purge as run_purge
+from wanotify.core.phones import normalize_e164
 
 
 def purge(
@@ -21,19 +21,16 @@ def purge(
     now: Annotated[str | None, typer.Option(help="Pretend it is this ISO time (what will go by then).")] = None,
 ) -> None:
     """Retention: anonymise or delete personal data past WANOTIFY_RETENTION (beat runs it hourly)."""
-    from wanotify.cli.main import _fail, _settings, console
-    from wanotify.compliance.retention import purge as run
-
-    _settings()
+    settings()
     at = None
     if now is not None:
         try:
             at = datetime.fromisoformat(now.replace("Z", "+00:00"))
         except ValueError:
-            _fail(f"--now {now!r} is not an ISO 8601 time")
+            fail(f"--now {now!r} is not an ISO 8601 time")
         if at is not None and at.tzinfo is None:
-            _fail("--now must include a time zone, e.g. 2027-01-01T00:00:00Z")
-    report = run(now=at, dry_run=dry_run)
+            fail("--now must include a time zone, e.g. 2027-01-01T00:00:00Z")
+    report = run_purge(now=at, dry_run=dry_run)
     if as_json:
         console.print_json(json.dumps(report.as_json()))
         return
@@ -51,16 +48,12 @@ def erase(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Erasure: remove or anonymise everything about one number (its opt-out stays, as a hash)."""
-    from wanotify.cli.main import _fail, _settings, console
-    from wanotify.compliance.retention import erase as run
-    from wanotify.core.phones import normalize_e164
-
-    _settings()
+    settings()
     try:
         normalize_e164(phone)
     except ValueError as exc:
-        _fail(f"--phone: {exc}")
-    report = run(phone, dry_run=dry_run)
+        fail(f"--phone: {exc}")
+    report = run_erasure(phone, dry_run=dry_run)
     if as_json:
         console.print_json(json.dumps(report.as_json()))
         return

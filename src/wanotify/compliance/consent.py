@@ -18,10 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from wanotify.compliance.hashing import phone_hash
+from wanotify.core.zones import valid_zone, zones_for
 
 _NOT_WORD = re.compile(r"[^\w\s]+", re.UNICODE)
 _SPACES = re.compile(r"\s+")
@@ -72,8 +76,6 @@ UPSERT_SQL = text(
 
 def record_preferences(s: Session, prefs: Iterable[Preference]) -> int:
     """Apply opt-out/opt-in changes; a change older than the stored one is ignored."""
-    import orjson
-
     latest: dict[str, Preference] = {}
     for p in prefs:  # the last word of each user within this batch
         cur = latest.get(p.phone)
@@ -81,8 +83,6 @@ def record_preferences(s: Session, prefs: Iterable[Preference]) -> int:
             latest[p.phone] = p
     if not latest:
         return 0
-    from wanotify.compliance.retention import phone_hash
-
     rows = [{"h": phone_hash(p.phone), "phone": p.phone, "opted_out": p.opted_out, "source": p.source, "detail": p.detail,
              "at": p.at.isoformat()} for p in latest.values()]
     s.execute(UPSERT_SQL, {"rows": orjson.dumps(rows).decode()})
@@ -92,8 +92,6 @@ def record_preferences(s: Session, prefs: Iterable[Preference]) -> int:
 def opted_out(s: Session, phones: Iterable[str]) -> set[str]:
     """The numbers among ``phones`` that opted out (looked up by keyed hash: an erased
     person's opt-out, which keeps only the hash, still holds)."""
-    from wanotify.compliance.retention import phone_hash
-
     by_hash = {phone_hash(p): p for p in set(phones)}
     if not by_hash:
         return set()
@@ -117,28 +115,6 @@ def parse_window(spec: str) -> tuple[time, time] | None:
     if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
         raise ValueError(f"quiet hours {spec!r}: not a time of day")
     return time(h1, m1), time(h2, m2)
-
-
-def valid_zone(name: str) -> bool:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
-@lru_cache(maxsize=4096)
-def zones_for(phone: str) -> tuple[str, ...]:
-    """The IANA zones of a number's region (several for large countries)."""
-    import phonenumbers
-    from phonenumbers import timezone as pn_tz
-
-    try:
-        num = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        return ("UTC",)
-    zones = tuple(z for z in pn_tz.time_zones_for_number(num) if valid_zone(z))
-    return zones or ("UTC",)
 
 
 def _wait_in_zone(now: datetime, zone: str, start: time, end: time) -> float:

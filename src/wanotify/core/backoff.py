@@ -1,9 +1,25 @@
-"""The retry schedule: exponential backoff with full jitter, capped, per kind."""
+"""Backoff, in one place: exponential with full jitter, capped; the retry schedule per kind.
+
+Every wait after a failure in wanotify comes from :func:`backoff` (the send path's retry
+schedule, Celery task retries) or from Meta's own advice (:func:`pair_backoff_s`).
+"""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+
+def backoff(attempt: int, base_s: float, cap_s: float, *, jitter: bool = True,
+            floor_s: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2^(attempt-1))); without
+    ``jitter``, the ceiling itself. ``floor_s`` (e.g. a provider's Retry-After) is a floor.
+    """
+    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    d = (rng or random).uniform(0, ceiling) if jitter else ceiling
+    return d if floor_s is None else max(d, floor_s)
 
 
 @dataclass(frozen=True)
@@ -13,17 +29,8 @@ class RetrySchedule:
     cap_s: float
 
     def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-        Full jitter (AWS architecture blog): uniform(0, min(cap, base * 2^(attempt-1))).
-        A provider's Retry-After is a floor.
-        """
-        r = rng or random
-        ceiling = min(self.cap_s, self.base_s * (2 ** max(0, attempt - 1)))
-        d = r.uniform(0, ceiling)
-        if retry_after is not None:
-            d = max(d, retry_after)
-        return d
+        """Seconds to wait after failed attempt ``attempt``; a provider's Retry-After is a floor."""
+        return backoff(attempt, self.base_s, self.cap_s, floor_s=retry_after, rng=rng)
 
 
 SCHEDULES: dict[str, RetrySchedule] = {
@@ -32,6 +39,13 @@ SCHEDULES: dict[str, RetrySchedule] = {
     "marketing": RetrySchedule(max_attempts=8, base_s=5.0, cap_s=900.0),
 }
 
-# Meta recommends waiting 4^X seconds after the X-th 131056 for the same pair.
+
+def task_retry_s(retries: int, cap_s: float) -> float:
+    """A Celery task's wait before retry ``retries + 1`` while Postgres or Redis is away:
+    1, 2, 4 … seconds up to ``cap_s`` (no jitter: the broker spreads redeliveries)."""
+    return backoff(min(retries, 6) + 1, 1.0, cap_s, jitter=False)
+
+
 def pair_backoff_s(times: int) -> float:
+    """Meta recommends waiting 4^X seconds after the X-th 131056 for the same pair."""
     return float(4 ** max(1, min(times, 6)))

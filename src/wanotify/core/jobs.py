@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import (
@@ -18,18 +18,11 @@ from pydantic import (
 )
 
 from wanotify.core.errors import InvalidJob
+from wanotify.core.kinds import Kind
 from wanotify.core.phones import normalize_e164
 from wanotify.core.templates import MAX_TEXT_CHARS
+from wanotify.core.zones import valid_zone
 
-Kind = Literal["otp", "transactional", "marketing"]
-KINDS: tuple[str, ...] = ("otp", "transactional", "marketing")
-
-# The Celery work queue for each kind (DESIGN.md: OTP never waits behind bulk work).
-QUEUE_FOR_KIND: dict[str, str] = {
-    "otp": "otp",
-    "transactional": "transactional",
-    "marketing": "bulk",
-}
 # Default time-to-live of an OTP when the job gives no expires_at.
 OTP_DEFAULT_TTL = timedelta(minutes=10)
 
@@ -86,8 +79,6 @@ class JobBody(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        from wanotify.compliance.consent import valid_zone
-
         if v is not None and not valid_zone(v):
             raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Kolkata)")
         return v

@@ -1,19 +1,21 @@
-"""Notification statuses and the one rule for moving between them."""
+"""Notification statuses: the one order, the one rule for moving between them, and the SQL
+built from them (so that no statement hard-codes a rank).
+
+The order is ``queued < sending < accepted < sent < delivered < read``; a job moves
+forward only. ``failed`` applies while the job is before ``delivered``; a terminal state
+(failed, expired, a fallback's outcome, cancelled, opted out) never moves again.
+"""
 
 from __future__ import annotations
 
-# DESIGN.md: queued < sending < accepted < sent < delivered < read; only forward.
-RANK: dict[str, int] = {"queued": 0, "sending": 1, "accepted": 2, "sent": 3, "delivered": 4, "read": 5}
+ORDER: tuple[str, ...] = ("queued", "sending", "accepted", "sent", "delivered", "read")
+RANK: dict[str, int] = {status: rank for rank, status in enumerate(ORDER)}
 TERMINAL = frozenset({"failed", "expired", "fallback_sms", "fallback_email", "cancelled", "opted_out"})
+# The rank SQL gives terminal (and unknown) states: above every rung of the order.
+TERMINAL_RANK = 100
 # What the demo and users count as "has an outcome".
 OUTCOMES = frozenset({"delivered", "read", *TERMINAL})
-ALL = (*RANK, *sorted(TERMINAL))
-
-# SQL fragment: the rank of notifications.status (terminal states rank above everything).
-SQL_RANK = (
-    "CASE {col} WHEN 'queued' THEN 0 WHEN 'sending' THEN 1 WHEN 'accepted' THEN 2 "
-    "WHEN 'sent' THEN 3 WHEN 'delivered' THEN 4 WHEN 'read' THEN 5 ELSE 100 END"
-)
+ALL = (*ORDER, *sorted(TERMINAL))
 
 
 def advances(current: str, new: str) -> bool:
@@ -25,7 +27,28 @@ def advances(current: str, new: str) -> bool:
     if current in TERMINAL:
         return False
     if new == "failed":
-        return RANK.get(current, 100) < RANK["delivered"]
+        return RANK.get(current, TERMINAL_RANK) < RANK["delivered"]
     if new not in RANK:
         return False
-    return RANK[new] > RANK.get(current, 100)
+    return RANK[new] > RANK.get(current, TERMINAL_RANK)
+
+
+def sql_rank(col: str) -> str:
+    """SQL for the rank of the status in column ``col`` (terminal states: TERMINAL_RANK)."""
+    whens = " ".join(f"WHEN '{status}' THEN {rank}" for status, rank in RANK.items())
+    return f"CASE {col} {whens} ELSE {TERMINAL_RANK} END"
+
+
+def sql_before(col: str, status: str) -> str:
+    """SQL: the status in ``col`` is on the ladder and before ``status``."""
+    return f"{sql_rank(col)} < {RANK[status]}"
+
+
+def sql_terminal(col: str) -> str:
+    """SQL: the status in ``col`` is terminal (or unknown): nothing moves it."""
+    return f"{sql_rank(col)} >= {TERMINAL_RANK}"
+
+
+def sql_forward(current: str, new: str) -> str:
+    """SQL: the ladder status in ``new`` moves a job whose status is in ``current``."""
+    return f"{sql_rank(new)} < {TERMINAL_RANK} AND {sql_rank(new)} > {sql_rank(current)}"

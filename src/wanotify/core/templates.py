@@ -10,14 +10,9 @@ door with the failing field named, instead of failing at Meta later.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 Category = Literal["utility", "authentication", "marketing"]
 ParamValues = list[str] | dict[str, str]
@@ -509,41 +504,3 @@ def parse_catalogue(data: Any, source: str = "catalogue") -> Catalogue:
         return Catalogue(templates)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
-
-
-_cache: dict[tuple[str, float], Catalogue] = {}
-_lock = threading.Lock()
-
-
-def load_catalogue(path: Path) -> Catalogue:
-    """Load (and cache by path and mtime) a YAML/JSON catalogue file."""
-    path = Path(path)
-    key = (str(path.resolve()), path.stat().st_mtime)
-    with _lock:
-        cat = _cache.get(key)
-        if cat is None:
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except yaml.YAMLError as exc:
-                raise ValueError(f"{path}: not valid YAML/JSON: {exc}") from None
-            cat = parse_catalogue(data, str(path))
-            _cache[key] = cat
-        return cat
-
-
-_current: tuple[float, str, Catalogue] | None = None
-
-
-def get_catalogue() -> Catalogue:
-    """The configured catalogue; its file is looked at again at most once a second."""
-    global _current
-    from wanotify.config import get_settings
-
-    path = str(get_settings().templates_path)
-    now = time.monotonic()
-    cur = _current
-    if cur is not None and cur[1] == path and now - cur[0] < 1.0:
-        return cur[2]
-    cat = load_catalogue(Path(path))
-    _current = (now, path, cat)
-    return cat

@@ -14,19 +14,24 @@ import logging
 import secrets
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
 import redis.asyncio as aredis
 
+from wanotify.campaigns.pausing import auto_pause
+from wanotify.compliance.consent import parse_window, quiet_wait_s
 from wanotify.config import SenderConfig, Settings
 from wanotify.core.phones import mask_phone
-from wanotify.delivery.lanes import AsyncLanes, Pace, Tier, now_ms, parse_entry
+from wanotify.delivery import token_watch
+from wanotify.delivery.lanes import AsyncLanes, Pace, Released, Tier, now_ms, parse_entry
 from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome, claim, decide, record
+from wanotify.delivery.pacing import Pacer
 from wanotify.ops.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
 from wanotify.providers import tokens
+from wanotify.providers.policy import token_refused
 from wanotify.providers.whatsapp import SendResult, send_message
 
 log = logging.getLogger("wanotify.dispatch")
@@ -35,84 +40,19 @@ MAX_RELEASE = 200
 MAX_LAG_MS = 40.0
 
 
-class Pacer:
-    """The gate every send of one sender passes, at the moment it is fired.
-
-    Slots from Redis are already spaced by the GCRA; this gate checks the *actual* send
-    instants: no send before its slot, and never more than ``cap`` sends in any sliding
-    second. When a claim or a busy event loop made sends late, they catch up as far as the
-    window allows instead of being lost, and never burst past the limit.
-    """
-
-    def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int):
-        self.interval_ms = interval_ms
-        self.cap = max(1, cap)
-        self.sent: deque[float] = deque()
-        self.lock = asyncio.Lock()
-        self.pending = 0  # sends claimed and waiting at the gate
-        self.planned = 0.0
-        self.head_slot: float | None = None
-        self.pair_interval_ms = pair_interval_ms
-        self.pair_tolerance_ms = pair_interval_ms * max(0, pair_burst - 1)
-        self.pair_tat: dict[str, float] = {}
-        self.pruned_at = 0.0
-
-    async def wait_recipient(self, rcpt: str) -> None:
-        """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
-        tat = self.pair_tat.get(rcpt)
-        if tat is not None:
-            wait = tat - self.pair_tolerance_ms - now_ms()
-            if wait > 0:
-                await asyncio.sleep(wait / 1000)
-
-    def sent_to(self, rcpt: str) -> None:
-        now = now_ms()
-        self.pair_tat[rcpt] = max(self.pair_tat.get(rcpt, 0.0), now) + self.pair_interval_ms
-        if now - self.pruned_at > 1000.0:
-            # Once a second, forget recipients whose slots are all in the past (such an entry
-            # constrains nothing): the map holds only the last pair interval's recipients.
-            self.pruned_at = now
-            self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
-
-    async def wait_turn(self, slot_ms: float) -> None:
-        self.pending += 1
-        try:
-            await self._wait_turn(slot_ms)
-        finally:
-            self.pending -= 1
-
-    async def _wait_turn(self, slot_ms: float) -> None:
-        async with self.lock:
-            self.head_slot = slot_ms
-            try:
-                await self._pass(slot_ms)
-            finally:
-                self.head_slot = None
-
-    @property
-    def lag_ms(self) -> float:
-        """How late the send at the head of the gate is (0 when the gate keeps up)."""
-        head = self.head_slot
-        return 0.0 if head is None else max(0.0, now_ms() - head)
-
-    async def _pass(self, slot_ms: float) -> None:
-        # Planned instants are spaced by the interval; the timer's own lateness is not
-        # carried forward (at most one interval is caught up, so no burst after a stall).
-        planned = max(slot_ms, self.planned + self.interval_ms)
-        while True:
-            now = now_ms()
-            if planned > now:
-                await asyncio.sleep((planned - now) / 1000)
-                continue
-            while self.sent and self.sent[0] <= now - 1000.0:
-                self.sent.popleft()
-            if len(self.sent) < self.cap:
-                self.sent.append(now)
-                # A late timer may be caught up by one interval, or 5 ms at high rates.
-                self.planned = max(planned, now - max(self.interval_ms, 5.0))
-                return
-            # The hard cap: never more than `cap` sends in any sliding second.
-            await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))
+def _next_look(rel: Released, wall: float, lead: float, horizon: float, busy: bool) -> float | None:
+    """When a drain looks at its lanes again (wall-clock ms), or None: nothing left to do."""
+    due_soon = rel.next_due_ms is not None and rel.next_due_ms - wall < 1000
+    if not rel.entries and rel.depth == 0 and not busy and not due_soon:
+        return None
+    if rel.entries:
+        # Come back just before the reserved slots run out.
+        return rel.slots[-1] - lead
+    if rel.depth > 0:
+        return wall + min(max(rel.wait_ms, 1.0), horizon) - lead
+    if due_soon and rel.next_due_ms is not None:
+        return min(rel.next_due_ms, wall + 200.0)
+    return wall + 20.0
 
 
 @dataclass
@@ -149,8 +89,6 @@ class Dispatcher:
         # the send rate or the number of senders; a drain at the cap waits for room.
         self.in_flight = 0
         self.room = asyncio.Event()
-        from wanotify.compliance.consent import parse_window
-
         self.quiet = parse_window(settings.quiet_hours)
 
     async def drain(self, sender: SenderConfig, slice_s: float | None = None) -> DrainStats:
@@ -159,36 +97,14 @@ class Dispatcher:
         stats = DrainStats(sender.name)
         token = secrets.token_hex(8)
         lease_ms = int(settings.lease_s * 1000)
-        if await self.lanes.is_paused(sender.name):
-            stats.paused = True
-            self.paused.add(sender.name)
-            return stats
-        try:
-            tokens.current(sender)
-        except tokens.TokenUnavailable as exc:  # no token to send with: pause, jobs wait
-            reason = tokens.unavailable_reason(sender, exc)
-            await self.lanes.pause(sender.name, reason)
-            tokens.alert(sender, reason)
-            stats.paused = True
-            self.paused.add(sender.name)
-            return stats
-        self.paused.discard(sender.name)
-        if not await self.lanes.claim(sender.name, token, lease_ms):
-            stats.owned = False
-            waker = self.wakers.get(sender.name)
-            if waker is not None:
-                waker.set()
+        if not await self._take(sender, token, lease_ms, stats):
             return stats
         waker = self.wakers[sender.name] = asyncio.Event()
         pace = Pace.for_sender(sender, settings)
         tier = Tier.for_sender(sender)
         horizon = settings.reserve_horizon_ms
         lead = min(horizon / 2, 50.0)
-        pacer = self.pacers.get(sender.name)
-        if pacer is None or pacer.cap != pace.window_cap:
-            pacer = self.pacers[sender.name] = Pacer(
-                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst
-            )
+        pacer = self._pacer(sender, pace)
         deadline = time.monotonic() + (slice_s if slice_s is not None else settings.dispatch_slice_s)
         last_renew = time.monotonic()
         tasks: set[asyncio.Task[None]] = set()
@@ -215,11 +131,7 @@ class Dispatcher:
                     continue
                 room = settings.max_in_flight - self.in_flight
                 if room <= 0:  # the process holds enough: wait until a batch is settled
-                    self.room.clear()
-                    try:
-                        await asyncio.wait_for(self.room.wait(), max(horizon, 10.0) / 1000)
-                    except TimeoutError:
-                        pass
+                    await self._wait_for_room(horizon)
                     continue
                 waker.clear()  # a kick from here on wakes the wait below
                 rel = await self.lanes.release(
@@ -238,18 +150,9 @@ class Dispatcher:
                 if time.monotonic() >= deadline:
                     break
                 wall = now_ms()
-                due_soon = rel.next_due_ms is not None and rel.next_due_ms - wall < 1000
-                if not rel.entries and rel.depth == 0 and not tasks and not due_soon:
+                wake = _next_look(rel, wall, lead, horizon, busy=bool(tasks))
+                if wake is None:
                     break
-                if rel.entries:
-                    # Come back just before the reserved slots run out.
-                    wake = rel.slots[-1] - lead
-                elif rel.depth > 0:
-                    wake = wall + min(max(rel.wait_ms, 1.0), horizon) - lead
-                elif due_soon and rel.next_due_ms is not None:
-                    wake = min(rel.next_due_ms, wall + 200.0)
-                else:
-                    wake = wall + 20.0
                 try:
                     await asyncio.wait_for(waker.wait(), max(1.0, wake - wall) / 1000)
                 except TimeoutError:
@@ -263,6 +166,45 @@ class Dispatcher:
             stats.depth_left = depth
             stats.next_due_ms = next_due
         return stats
+
+    async def _take(self, sender: SenderConfig, token: str, lease_ms: int, stats: DrainStats) -> bool:
+        """Own the sender for this drain: not paused, a token to send with, the lease won."""
+        if await self.lanes.is_paused(sender.name):
+            stats.paused = True
+            self.paused.add(sender.name)
+            return False
+        try:
+            tokens.current(sender)
+        except tokens.TokenUnavailable as exc:  # no token to send with: pause, jobs wait
+            reason = token_watch.unavailable_reason(sender, exc)
+            await self.lanes.pause(sender.name, reason)
+            token_watch.alert(sender, reason)
+            stats.paused = True
+            self.paused.add(sender.name)
+            return False
+        self.paused.discard(sender.name)
+        if not await self.lanes.claim(sender.name, token, lease_ms):
+            stats.owned = False
+            waker = self.wakers.get(sender.name)
+            if waker is not None:  # its drain runs here: wake it to release at once
+                waker.set()
+            return False
+        return True
+
+    def _pacer(self, sender: SenderConfig, pace: Pace) -> Pacer:
+        pacer = self.pacers.get(sender.name)
+        if pacer is None or pacer.cap != pace.window_cap:
+            pacer = self.pacers[sender.name] = Pacer(
+                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst
+            )
+        return pacer
+
+    async def _wait_for_room(self, horizon_ms: float) -> None:
+        self.room.clear()
+        try:
+            await asyncio.wait_for(self.room.wait(), max(horizon_ms, 10.0) / 1000)
+        except TimeoutError:
+            pass
 
     def _done(self, n: int, _task: asyncio.Task[None]) -> None:
         self.in_flight -= n
@@ -330,7 +272,7 @@ class Dispatcher:
 
     def _decide(self, sender: SenderConfig, job: ClaimedJob, res: SendResult) -> Decision:
         key = (sender.name, job.to_number)
-        if res.error_code == 131056:
+        if res.policy.hold_pair:
             self.pair_hits[key] += 1
         elif res.ok:
             self.pair_hits.pop(key, None)
@@ -341,17 +283,17 @@ class Dispatcher:
         account-level errors pause the number until an operator resumes it."""
         paused = next((o for o in outcomes if o.decision.action == "pause" and not o.result.skipped), None)
         res = paused.result if paused is not None else None
-        if res is not None and tokens.is_token_error(res.error_code, res.http_status):
+        if res is not None and token_refused(res.error_code, res.http_status):
             if res.token_fp != tokens.current_fingerprint(sender):
                 # That token was already replaced (rotated while the call was in flight):
                 # the job is held a few seconds and goes out with the new one.
                 log.warning("sender %s: refused token %s is no longer current; not pausing",
                             sender.name, res.token_fp, extra={"sender": sender.name})
             else:
-                reason = tokens.pause_reason(res, sender)
+                reason = token_watch.pause_reason(res, sender)
                 self.paused.add(sender.name)
                 await self.lanes.pause(sender.name, reason)
-                tokens.alert(sender, reason)
+                token_watch.alert(sender, reason)
         elif paused is not None:
             reason = {
                 "error_code": paused.result.error_code,
@@ -368,16 +310,14 @@ class Dispatcher:
                 extra={"sender": sender.name, "error_code": paused.result.error_code, "alert": True},
             )
             SENDER_PAUSES.labels(sender.name, "account").inc()
-        spam = next((o.result.error_code for o in outcomes if o.result.error_code in (131048, 368)), None)
+        spam = next((o.result.error_code for o in outcomes if o.result.policy.pause_campaigns), None)
         if spam is not None:  # spam / policy reports: stop this number's campaigns
-            from wanotify.campaigns.service import auto_pause
-
             await asyncio.to_thread(auto_pause, f"Meta error {spam} on sender {sender.name}", sender=sender.name)
-        if any(o.result.error_code in (130429, 4, 80007) for o in outcomes):
+        if any(o.result.policy.slow_down for o in outcomes):
             log.warning("sender %s hit Meta's rate limit; slowing down for 10 s", sender.name)
             await self.lanes.slow_down(sender.name, 1.1, 10_000)
         for o in outcomes:
-            if o.result.error_code == 131056:
+            if o.result.policy.hold_pair:
                 await self.lanes.hold_recipient(
                     sender.name,
                     o.job.to_number.lstrip("+"),
@@ -401,8 +341,6 @@ class Dispatcher:
             if prev is not None:
                 await asyncio.shield(prev)
             if job.kind == "marketing" and self.quiet is not None:
-                from wanotify.compliance.consent import quiet_wait_s
-
                 wait = quiet_wait_s(job.to_number, datetime.now(UTC), self.quiet, job.recipient_tz)
                 if wait > 0:  # quiet hours where the recipient is: held until they end
                     return SendResult(False, None, None, None, "quiet hours", None, 0.0,

@@ -19,12 +19,13 @@ import orjson
 
 from wanotify.config import get_settings
 from wanotify.core.phones import mask_email, mask_phone
-from wanotify.core.templates import RenderedText, get_catalogue
+from wanotify.core.templates import RenderedText
 from wanotify.db import connection_scope
 from wanotify.ops.metrics import SENDS
 from wanotify.providers.email import send_email
 from wanotify.providers.sms import send_sms
 from wanotify.providers.whatsapp import SendResult
+from wanotify.templates.catalogue import get_catalogue
 
 log = logging.getLogger("wanotify.fallback")
 
@@ -133,16 +134,6 @@ def dead_letter(job_id: uuid.UUID, reason: str) -> None:
             "INSERT INTO dead_letters (notification_id, reason, history)"
             " VALUES (%(id)s, %(reason)s, CAST(%(h)s AS jsonb)) ON CONFLICT (notification_id) DO NOTHING",
             {"id": job_id, "reason": reason, "h": orjson.dumps(history, default=str).decode()})
-
-
-def trigger(job_ids: list[uuid.UUID], reason: str) -> None:
-    """Queue the fallback of these jobs (on the ``fallback`` queue)."""
-    if not job_ids:
-        return
-    from wanotify.worker.app import celery_app
-
-    for jid in job_ids:
-        celery_app.send_task("wanotify.fallback", args=[str(jid), reason], queue="fallback")
 
 
 def due_for_deadline(deadline_s: float, limit: int = 1000) -> list[uuid.UUID]:

@@ -21,9 +21,10 @@ import redis
 import redis.asyncio as aredis
 
 from wanotify.config import SenderConfig, Settings
+from wanotify.core.kinds import LANE_FOR_KIND, LANE_NAMES
+from wanotify.redis import get_redis
+from wanotify.worker import enqueue
 
-LANE_FOR_KIND = {"otp": "o", "transactional": "t", "marketing": "m"}
-LANE_NAMES = {"o": "otp", "t": "transactional", "m": "marketing"}
 KICK_TTL_MS = 5_000
 SENDERS_KEY = "wn:senders"
 PAIR_MARGIN = 1.10
@@ -223,6 +224,21 @@ class Lanes:
 
 def paused_key(sender: str) -> str:
     return prefix(sender) + "paused"
+
+
+def push_entries(groups: dict[tuple[str, str], list[str]]) -> None:
+    """Append entries to their (sender, kind) lanes, kicking a dispatcher wherever the
+    lane says none is coming (committed jobs only: Redis never holds the only copy)."""
+    lanes = Lanes(get_redis())
+    for (sender, kind), entries in groups.items():
+        for start in range(0, len(entries), 500):
+            if lanes.push(sender, kind, entries[start : start + 500]):
+                enqueue.dispatch(sender, kind)
+
+
+def kick_lane(sender: str, lane: str, countdown: float | None = None) -> None:
+    """Kick a dispatcher for ``sender`` on the queue of ``lane``'s kind."""
+    enqueue.dispatch(sender, LANE_NAMES[lane], countdown)
 
 
 class AsyncLanes:

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from wanotify.core.backoff import SCHEDULES, pair_backoff_s
-from wanotify.core.status import SQL_RANK
+from wanotify.core.status import sql_before
 from wanotify.db import connection_scope, session_scope
+from wanotify.inbound.apply import apply_pending_for_wamids
 from wanotify.providers.whatsapp import SendResult
+from wanotify.worker import enqueue
 
-Action = Literal["done", "retry", "throttle", "fail", "fallback", "pause"]
+# What becomes of a job after one provider call (``decide``); the error-policy table's
+# actions (``providers.policy.Action``) are one input to it.
+Verdict = Literal["done", "retry", "throttle", "fail", "fallback", "pause"]
 
 
 @dataclass
@@ -31,7 +35,7 @@ class ClaimedJob:
 
 @dataclass
 class Decision:
-    action: Action
+    action: Verdict
     delay_s: float = 0.0
     status: str | None = None  # the job's new status
 
@@ -49,7 +53,7 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
         # and keep the job, instead of burning through the queue.
         return Decision("pause", 5.0, status="queued")
     if policy.action == "throttle":
-        if result.error_code == 131056:
+        if policy.hold_pair:
             return Decision("throttle", pair_backoff_s(throttle_count), status="queued")
         return Decision("throttle", max(1.0, result.retry_after or 1.0), status="queued")
     if policy.action == "retry":
@@ -132,7 +136,8 @@ class Outcome:
     decision: Decision
 
 
-_RANK = SQL_RANK.format(col="n.status")
+_BEFORE_ACCEPTED = sql_before("n.status", "accepted")
+_BEFORE_DELIVERED = sql_before("n.status", "delivered")
 
 RECORD_SQL = f"""
 WITH v AS (
@@ -154,14 +159,14 @@ WITH v AS (
 ), u AS (
   UPDATE notifications n SET
     status = CASE
-      WHEN v.action = 'done' THEN CASE WHEN {_RANK} < 2 THEN 'accepted' ELSE n.status END
-      WHEN v.action IN ('fail', 'fallback') THEN CASE WHEN {_RANK} < 4 THEN 'failed' ELSE n.status END
+      WHEN v.action = 'done' THEN CASE WHEN {_BEFORE_ACCEPTED} THEN 'accepted' ELSE n.status END
+      WHEN v.action IN ('fail', 'fallback') THEN CASE WHEN {_BEFORE_DELIVERED} THEN 'failed' ELSE n.status END
       ELSE CASE WHEN n.status = 'sending' THEN 'queued' ELSE n.status END END,
     wamid = COALESCE(v.wamid, n.wamid),
     accepted_at = CASE WHEN v.action = 'done' THEN COALESCE(n.accepted_at, now()) ELSE n.accepted_at END,
-    error_code = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN v.code ELSE n.error_code END,
-    error_message = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN v.msg ELSE n.error_message END,
-    finished_at = CASE WHEN v.action IN ('fail', 'fallback') AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
+    error_code = CASE WHEN v.action IN ('fail', 'fallback') AND {_BEFORE_DELIVERED} THEN v.code ELSE n.error_code END,
+    error_message = CASE WHEN v.action IN ('fail', 'fallback') AND {_BEFORE_DELIVERED} THEN v.msg ELSE n.error_message END,
+    finished_at = CASE WHEN v.action IN ('fail', 'fallback') AND {_BEFORE_DELIVERED} THEN now() ELSE n.finished_at END,
     attempt_count = n.attempt_count
       - CASE WHEN v.action IN ('throttle', 'pause') AND n.status = 'sending' THEN 1 ELSE 0 END,
     claim_token = NULL, updated_at = now()
@@ -198,15 +203,9 @@ def record(outcomes: list[Outcome], channel: str = "whatsapp") -> None:
         early = conn.exec_driver_sql(RECORD_SQL, params).scalar_one()
     fall = [o.job.id for o in outcomes if o.decision.action == "fallback"]
     if fall:
-        from wanotify.delivery.fallback import trigger
-
-        trigger(fall, "whatsapp undeliverable or retries exhausted")
+        enqueue.fallback(fall, "whatsapp undeliverable or retries exhausted")
     if early:
-        from wanotify.inbound.ingest import apply_pending_for_wamids
-
         with session_scope() as s:
             failed = apply_pending_for_wamids(s, wamids)
         if failed:
-            from wanotify.delivery.fallback import trigger
-
-            trigger(failed, "failed status webhook")
+            enqueue.fallback(failed, "failed status webhook")

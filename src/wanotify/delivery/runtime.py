@@ -19,6 +19,7 @@ import aiohttp
 import redis.asyncio as aredis
 
 from wanotify.config import get_settings
+from wanotify.delivery.dispatch import Dispatcher
 from wanotify.providers.whatsapp import new_client
 
 T = TypeVar("T")
@@ -34,7 +35,6 @@ class Runtime:
         self._ready.wait()
         self.http: aiohttp.ClientSession = self.run(self._make_http())
         self.redis: aredis.Redis = aredis.Redis.from_url(self.settings.redis_url)
-        from wanotify.delivery.dispatch import Dispatcher
 
         self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
         # The send loop paces messages to the millisecond: keep collector pauses short.

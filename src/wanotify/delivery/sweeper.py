@@ -17,11 +17,17 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from wanotify.campaigns.fanout import tick
+from wanotify.compliance.retention import wipe_otp_codes
 from wanotify.config import get_settings
 from wanotify.core.phones import digits
 from wanotify.db import session_scope
-from wanotify.delivery.lanes import Lanes, entry
-from wanotify.intake.service import get_redis, kick_lane, push_entries
+from wanotify.delivery.fallback import due_for_deadline, stale_running
+from wanotify.delivery.lanes import Lanes, entry, kick_lane, push_entries
+from wanotify.inbound.apply import reconcile_unmatched
+from wanotify.inbound.ingest import drain_spool, pending_inbox_ids
+from wanotify.redis import get_redis
+from wanotify.worker import enqueue
 
 log = logging.getLogger("wanotify.delivery.sweeper")
 
@@ -35,35 +41,24 @@ def sweep(force: bool = False) -> dict[str, int]:
     if not force and not r.set(LOCK_KEY, "1", nx=True, px=max(1000, interval_ms - 200)):
         return {"skipped": 1}
     lanes = Lanes(r)
-    kicked = repushed = 0
+    kicked = 0
     for s in settings.sender_list:
         lane = lanes.needs_dispatch(s.name)
         if lane is not None:
             kick_lane(s.name, lane)
             kicked += 1
     repushed = repush_stranded(settings.lease_s)
-    from wanotify.inbound.ingest import drain_spool, pending_inbox_ids, reconcile_unmatched
-    from wanotify.worker.app import celery_app
-
     spooled = drain_spool()  # bodies kept in Redis while Postgres was away
     pending = spooled + pending_inbox_ids(older_than_s=max(5.0, settings.sweep_interval_s))
     for k in range(0, len(pending), 100):
-        celery_app.send_task("wanotify.ingest", args=[pending[k : k + 100]], kwargs={"top_up": False},
-                             queue="ingest")
+        enqueue.ingest(pending[k : k + 100], top_up=False)
     failed_late = reconcile_unmatched()
-    from wanotify.delivery.fallback import due_for_deadline, stale_running, trigger
-
-    trigger(failed_late, "failed status webhook")
-
+    enqueue.fallback(failed_late, "failed status webhook")
     late = due_for_deadline(settings.otp_delivery_deadline_s)
-    trigger(late, "not delivered within the deadline")
+    enqueue.fallback(late, "not delivered within the deadline")
     again = stale_running(settings.lease_s)
-    trigger(again, "fallback runner lost")
-    from wanotify.campaigns.service import tick
-
+    enqueue.fallback(again, "fallback runner lost")
     campaigns = tick()  # beat does this too; here it also runs where no beat is deployed
-    from wanotify.compliance.retention import wipe_otp_codes
-
     wiped = wipe_otp_codes()  # OTP codes are not kept once nothing can send them
     out = {"kicked": kicked, "repushed": repushed, "ingest": len(pending), "failed_late": len(failed_late),
            "fallback_deadline": len(late), "fallback_retried": len(again), **campaigns,

@@ -10,6 +10,7 @@ recorded, or by the sweeper.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,60 +20,27 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from wanotify.core.status import SQL_RANK
+from wanotify.campaigns.pausing import auto_pause
+from wanotify.compliance.consent import (
+    Preference,
+    keyword_action,
+    keyword_sets,
+    record_preferences,
+)
+from wanotify.config import get_settings
 from wanotify.db import session_scope
+from wanotify.inbound.apply import APPLY_RETURNING, APPLY_SET, apply_rows, observe
 from wanotify.inbound.parse import (
     ParsedWebhook,
     StatusUpdate,
     WebhookError,
     parse_webhook,
 )
-from wanotify.ops.metrics import ACCEPTED_TO_DELIVERED, WEBHOOK_LAG
+from wanotify.ops.metrics import WEBHOOK_LAG
+from wanotify.redis import get_redis
+from wanotify.worker import enqueue
 
 log = logging.getLogger("wanotify.ingest")
-
-_RANK = SQL_RANK.format(col="n.status")
-_NEW_RANK = SQL_RANK.format(col="v.status")
-
-# One statement moves many jobs by one status report each: forward only; failed only
-# before delivered; terminal states never move; timestamps filled once. (A job with several
-# reports in one batch is moved by several statements, in provider-time order.) FROM_CLAUSE
-# names the reports.
-APPLY_SET = f"""
-UPDATE notifications AS n SET
-  status = CASE
-    WHEN {_RANK} >= 100 THEN n.status
-    WHEN v.status = 'failed' AND {_RANK} < 4 THEN 'failed'
-    WHEN v.status <> 'failed' AND {_NEW_RANK} < 100 AND {_NEW_RANK} > {_RANK} THEN v.status
-    ELSE n.status END,
-  error_code = CASE WHEN v.status = 'failed' AND {_RANK} < 4 THEN v.code ELSE n.error_code END,
-  error_message = CASE WHEN v.status = 'failed' AND {_RANK} < 4 THEN v.title ELSE n.error_message END,
-  finished_at = CASE WHEN v.status = 'failed' AND {_RANK} < 4 THEN now() ELSE n.finished_at END,
-  sent_at = CASE WHEN v.status = 'sent' THEN COALESCE(n.sent_at, v.at) ELSE n.sent_at END,
-  delivered_at = CASE WHEN v.status = 'delivered' THEN COALESCE(n.delivered_at, v.at) ELSE n.delivered_at END,
-  read_at = CASE WHEN v.status = 'read' THEN COALESCE(n.read_at, v.at) ELSE n.read_at END,
-  wamid = COALESCE(n.wamid, v.wamid),
-  updated_at = now()
-FROM_CLAUSE"""
-
-# What an applied report means beyond the row: a delivery (its accepted→delivered seconds, for
-# the histogram) or a failure with a fallback still to run.
-APPLY_RETURNING = """n.id,
-  CASE WHEN v.status = 'delivered' AND n.delivered_at IS NOT NULL AND n.accepted_at IS NOT NULL
-         THEN 'delivered'
-       WHEN v.status = 'failed' AND n.status = 'failed' AND n.fallback IS NOT NULL
-         AND n.fallback_state IS NULL THEN 'fallback' END AS what,
-  extract(epoch FROM n.delivered_at - n.accepted_at)::float8 AS secs"""
-
-APPLY_SQL = text(
-    APPLY_SET.replace(
-        "FROM_CLAUSE",
-        "FROM jsonb_to_recordset(CAST(:rows AS jsonb))\n"
-        "  AS v(nid uuid, status text, at timestamptz, code int, title text, wamid text)\nWHERE n.id = v.nid",
-    )
-    + f"\nRETURNING {APPLY_RETURNING}"
-)
-
 
 SPOOL_KEY = "wn:webhook:spool"
 
@@ -102,8 +70,6 @@ def _cut(value: Any, depth: int) -> Any:
 
 def spool_webhook(body: bytes) -> None:
     """Postgres is away: keep the verified raw body in Redis until the sweeper moves it."""
-    from wanotify.intake.service import get_redis
-
     get_redis().rpush(SPOOL_KEY, body)
 
 
@@ -113,8 +79,6 @@ def drain_spool(batch: int = 500) -> list[int]:
     The bodies leave Redis only after the inbox rows are committed; a crash in between
     stores a body twice, which ingest's deduplication absorbs.
     """
-    from wanotify.intake.service import get_redis
-
     r = get_redis()
     ids: list[int] = []
     while True:
@@ -165,11 +129,6 @@ _FREE_SLOT_LUA = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.cal
 def kick_ingest(ids: list[int]) -> bool:
     """Ask for an ingest of these stored bodies unless a waiting task will take them anyway;
     whether a task was queued."""
-    import secrets
-
-    from wanotify.intake.service import get_redis
-    from wanotify.worker.app import celery_app
-
     slot: str | None = None
     token = secrets.token_hex(8)
     try:
@@ -180,15 +139,13 @@ def kick_ingest(ids: list[int]) -> bool:
             return False
     except Exception:  # Redis unsure: kick anyway (a task too many costs one query)
         log.debug("kick slots unavailable", exc_info=True)
-    celery_app.send_task("wanotify.ingest", args=[ids], queue="ingest",
-                         kwargs={"slot": [slot, token]} if slot else {})
+    enqueue.ingest(ids, slot=[slot, token] if slot else None)
     return True
 
 
 def free_kick_slot(slot: list[str] | None) -> None:
     if not slot:
         return
-    from wanotify.intake.service import get_redis
 
     try:
         get_redis().eval(_FREE_SLOT_LUA, 1, slot[0], slot[1])
@@ -296,13 +253,6 @@ def _record_preferences(s: Session, parsed: list[ParsedWebhook], report: IngestR
     """Opt-out and opt-in keywords in inbound messages; Meta's marketing preference events."""
     if not any(p.messages or p.preferences for p in parsed):  # the usual batch: statuses only
         return
-    from wanotify.compliance.consent import (
-        Preference,
-        keyword_action,
-        keyword_sets,
-        record_preferences,
-    )
-    from wanotify.config import get_settings
 
     settings = get_settings()
     stop, start = keyword_sets(settings.opt_out_keywords, settings.opt_in_keywords)
@@ -366,7 +316,6 @@ def _write(s: Session, p: ParsedWebhook, report: IngestReport) -> None:
             ],
         )
         report.template_events += len(p.templates)
-        from wanotify.campaigns.service import auto_pause
 
         for t in p.templates:
             bad = (t.kind == "status" and t.event.upper() in ("PAUSED", "DISABLED", "REJECTED")) or (
@@ -445,92 +394,13 @@ def _write_statuses(s: Session, statuses: list[StatusUpdate], report: IngestRepo
         elif r.what in counts:
             counts[r.what] = r.n
         else:
-            _observe(r.what, r.nid, r.secs, report.fallback_ids)
+            observe(r.what, r.nid, r.secs, report.fallback_ids)
     later.sort(key=lambda r: r["eid"])
-    for what, nid, secs in _apply(s, later):
-        _observe(what, nid, secs, report.fallback_ids)
+    for what, nid, secs in apply_rows(s, later):
+        observe(what, nid, secs, report.fallback_ids)
     report.new_events += counts["new"]
     report.unmatched += counts["unmatched"]
     report.applied += counts["new"] - counts["unmatched"]
-
-
-def _observe(what: str, nid: uuid.UUID, secs: float | None, fallback_ids: list[uuid.UUID]) -> None:
-    if what == "delivered" and secs is not None:
-        ACCEPTED_TO_DELIVERED.observe(max(0.0, float(secs)))
-    elif what == "fallback":
-        fallback_ids.append(nid)
-
-
-def _event_params(r: Any) -> dict[str, Any]:
-    """APPLY_SQL's parameters from a status_events row."""
-    return {
-        "nid": r.notification_id,
-        "status": r.status,
-        "at": r.at,
-        "code": r.error_code,
-        "title": r.error_title,
-        "wamid": r.provider_message_id,
-    }
-
-
-def _apply(s: Session, rows: list[dict[str, Any]]) -> list[tuple[str, uuid.UUID, float | None]]:
-    """Apply reports to their jobs; what the metrics and the fallback need (see WRITE_SQL)."""
-    out: list[tuple[str, uuid.UUID, float | None]] = []
-    if not rows:
-        return out
-    # Provider-time order per job (ties: the order given), so the final state is the furthest
-    # one reached; round k carries each job's k-th report (usually one round: one report per
-    # job per batch).
-    rows.sort(key=lambda r: (str(r["nid"]), r["at"] or datetime.min.replace(tzinfo=UTC)))
-    rounds: list[list[dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    for r in rows:
-        k = seen.get(str(r["nid"]), 0)
-        seen[str(r["nid"])] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(r)
-    for batch in rounds:
-        for row in s.execute(APPLY_SQL, {"rows": orjson.dumps(batch, default=str).decode()}):
-            if row.what is not None:
-                out.append((row.what, row.id, row.secs))
-    return out
-
-
-def apply_pending_for_wamids(s: Session, wamids: list[str]) -> list[uuid.UUID]:
-    """Apply stored, unmatched status events for wamids that just became known; the failed
-    jobs whose fallback is to be started (once the caller has committed)."""
-    rows = s.execute(
-        text(
-            "UPDATE status_events e SET notification_id = n.id, applied = true"
-            " FROM notifications n WHERE e.applied = false AND e.provider_message_id = ANY(:w)"
-            " AND n.wamid = e.provider_message_id"
-            " RETURNING e.notification_id, e.status, e.at, e.error_code, e.error_title,"
-            " e.provider_message_id"
-        ),
-        {"w": wamids},
-    ).all()
-    failed: list[uuid.UUID] = []
-    for what, nid, secs in _apply(s, [_event_params(r) for r in rows]):
-        _observe(what, nid, secs, failed)
-    return failed
-
-
-def reconcile_unmatched(max_age_hours: int = 24) -> list[uuid.UUID]:
-    """Sweeper: apply events that arrived before their wamid was recorded; the failed jobs
-    whose fallback is to be started."""
-    with session_scope() as s:
-        wamids = s.execute(
-            text(
-                "SELECT DISTINCT e.provider_message_id FROM status_events e JOIN notifications n"
-                " ON n.wamid = e.provider_message_id WHERE e.applied = false"
-                " AND e.received_at > now() - make_interval(hours => :h) LIMIT 5000"
-            ),
-            {"h": max_age_hours},
-        ).scalars().all()
-        if not wamids:
-            return []
-        return apply_pending_for_wamids(s, list(wamids))
 
 
 def pending_inbox_ids(older_than_s: float = 30.0, limit: int = 1000) -> list[int]:

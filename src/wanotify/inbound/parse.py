@@ -47,6 +47,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from wanotify.core.status import RANK
+
 __all__ = [
     "ACCOUNT_FIELDS",
     "KNOWN_STATUSES",
@@ -70,16 +72,9 @@ __all__ = [
 
 WABA_OBJECT = "whatsapp_business_account"
 
-#: The forward-only status order of a notification (DESIGN.md, "Status order").
-#: ``failed`` is deliberately absent: it is not a rung of the ladder.
-STATUS_RANK: dict[str, int] = {
-    "queued": 0,
-    "sending": 1,
-    "accepted": 2,
-    "sent": 3,
-    "delivered": 4,
-    "read": 5,
-}
+#: The forward-only status order of a notification (``core.status``); ``failed`` is
+#: deliberately absent: it is not a rung of the ladder.
+STATUS_RANK: dict[str, int] = RANK
 
 #: Status values Meta documents for ``statuses[].status``. Any other string is
 #: kept as received (Meta adds values over time), never rejected.

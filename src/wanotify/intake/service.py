@@ -13,34 +13,21 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import redis
 from sqlalchemy import text
 
-from wanotify.compliance.retention import keyed_fingerprint, phone_hash
+from wanotify.compliance.consent import opted_out
+from wanotify.compliance.hashing import keyed_fingerprint, phone_hash
 from wanotify.config import Settings, get_settings
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
 from wanotify.core.ids import uuid7
-from wanotify.core.jobs import QUEUE_FOR_KIND, Accepted, JobBody, parse_job, utcnow
+from wanotify.core.jobs import Accepted, JobBody, parse_job, utcnow
 from wanotify.core.phones import digits
-from wanotify.core.templates import Catalogue, TemplateError, get_catalogue
+from wanotify.core.templates import Catalogue, TemplateError
 from wanotify.db import autocommit_scope, session_scope
-from wanotify.delivery.lanes import LANE_NAMES, Lanes, entry
+from wanotify.delivery.lanes import entry, push_entries
+from wanotify.templates.catalogue import get_catalogue
 
-log = logging.getLogger("wanotify.intake.service")
-
-_redis: redis.Redis | None = None
-
-
-def get_redis() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, health_check_interval=30)
-    return _redis
-
-
-def reset_clients() -> None:
-    global _redis
-    _redis = None
+log = logging.getLogger("wanotify.intake")
 
 
 @dataclass
@@ -168,8 +155,6 @@ def refuse_opted_out(items: list[Prepared]) -> dict[int, InvalidJob]:
     marketing = {p.body.to for p in items if p.body.kind == "marketing"}
     if not marketing:
         return {}
-    from wanotify.compliance.consent import opted_out
-
     with session_scope() as s:
         out = opted_out(s, marketing)
     return {i: InvalidJob([("to", "the recipient opted out of marketing messages")])
@@ -210,26 +195,6 @@ def enqueue(items: list[Prepared]) -> None:
     for p in items:
         groups[(p.sender, p.body.kind)].append(entry(p.body.kind, str(p.id), digits(p.body.to)))
     push_entries(groups)
-
-
-def push_entries(groups: dict[tuple[str, str], list[str]]) -> None:
-    lanes = Lanes(get_redis())
-    for (sender, kind), entries in groups.items():
-        for start in range(0, len(entries), 500):
-            if lanes.push(sender, kind, entries[start : start + 500]):
-                kick(sender, kind)
-
-
-def kick(sender: str, kind: str, countdown: float | None = None) -> None:
-    from wanotify.worker.app import celery_app
-
-    celery_app.send_task(
-        "wanotify.dispatch", args=[sender], queue=QUEUE_FOR_KIND[kind], countdown=countdown
-    )
-
-
-def kick_lane(sender: str, lane: str, countdown: float | None = None) -> None:
-    kick(sender, LANE_NAMES[lane], countdown)
 
 
 def notify(data: Any, *, idempotency_key: str | None = None) -> Accepted:

@@ -7,7 +7,7 @@ from typing import Any
 
 from wanotify.core.phones import digits, mask_phone
 from wanotify.db import connection_scope
-from wanotify.delivery.lanes import entry
+from wanotify.delivery.lanes import entry, push_entries
 
 
 class ReplayRefused(Exception):
@@ -80,7 +80,6 @@ def replay(job_id: uuid.UUID) -> dict[str, str]:
             " wamid = NULL, updated_at = now() WHERE id = %(id)s RETURNING sender, kind, to_number",
             {"id": job_id},
         ).one()
-    from wanotify.intake.service import push_entries
 
     push_entries({(row.sender, row.kind): [entry(row.kind, str(job_id), digits(row.to_number))]})
     return {"id": str(job_id), "status": "queued"}

@@ -27,6 +27,7 @@ import httpx
 
 from wanotify.config import SenderConfig, Settings
 from wanotify.providers import tokens
+from wanotify.providers.policy import token_refused
 
 PHONE_FIELDS = "display_phone_number,verified_name,quality_rating,code_verification_status,platform_type,throughput"
 MESSAGING_SCOPE = "whatsapp_business_messaging"
@@ -127,7 +128,7 @@ def check_sender(
             out.warnings.append(f"code verification status {out.code_verification_status}")
     else:
         code, sub, msg = _graph_error(r)
-        if tokens.is_token_error(code, r.status_code):
+        if token_refused(code, r.status_code):
             out.token_valid = False
             out.problems.append(f"token refused: {tokens.describe_error(code, sub, r.status_code)}:"
                                 f" {_scrub(msg, tok.value)}")
@@ -143,7 +144,7 @@ def check_sender(
         return out
     if r.status_code != 200:
         code, sub, msg = _graph_error(r)
-        out.token_valid = False if tokens.is_token_error(code, r.status_code) else out.token_valid
+        out.token_valid = False if token_refused(code, r.status_code) else out.token_valid
         out.problems.append(f"debug_token failed ({code}{'/' + str(sub) if sub else ''}): {_scrub(msg, tok.value)}")
         return out
     data = r.json().get("data") or {}

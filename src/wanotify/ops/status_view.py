@@ -9,7 +9,7 @@ from sqlalchemy import text
 from wanotify.config import get_settings
 from wanotify.db import session_scope
 from wanotify.delivery.lanes import Lanes
-from wanotify.intake.service import get_redis
+from wanotify.redis import get_redis
 
 
 def overview() -> dict[str, Any]:

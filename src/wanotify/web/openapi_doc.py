@@ -15,6 +15,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from wanotify.core.jobs import JobBody
+
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 
 ERROR_BODY: dict[str, Any] = {
@@ -103,8 +105,6 @@ def _error(code: str) -> dict[str, Any]:
 
 
 def _job_schemas() -> dict[str, Any]:
-    from wanotify.core.jobs import JobBody
-
     schema = JobBody.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     return {**defs, "JobBody": schema}

@@ -1,5 +1,8 @@
-"""The Celery app. Stable names: task ``wanotify.notify`` on queue ``notify``; work queues
-``otp``, ``transactional``, ``bulk``, ``fallback``, ``ingest``."""
+"""The Celery app: broker, queues and routes (``worker.queues``), reliability settings.
+
+Producers import this module (it is light: no tasks, no signals); a worker process loads
+``wanotify.worker.main``, which adds the tasks and the process wiring.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,16 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from wanotify.config import get_settings
-
-QUEUES = ("notify", "otp", "transactional", "bulk", "fallback", "ingest")
+from wanotify.ops.logs import args_summary
+from wanotify.worker.queues import (
+    BULK,
+    PERSONAL_ARGS,
+    QUEUES,
+    ROUTES,
+    TASK_CAMPAIGNS_TICK,
+    TASK_PURGE,
+    TRANSACTIONAL,
+)
 
 
 class WanotifyCelery(Celery):
@@ -19,11 +30,7 @@ class WanotifyCelery(Celery):
     the worker masks its own events the same way (``signals._mask_personal_args``)."""
 
     def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        from wanotify.worker.signals import PERSONAL_ARGS
-
         if name in PERSONAL_ARGS and "argsrepr" not in options:
-            from wanotify.ops.logs import args_summary
-
             options["argsrepr"] = args_summary(args)
             options["kwargsrepr"] = "{}"
         return super().send_task(name, args, kwargs, **options)
@@ -35,25 +42,17 @@ def make_app() -> Celery:
     exchange = Exchange("wanotify", type="direct")
     app.conf.update(
         task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],
-        task_default_queue="transactional",
+        task_default_queue=TRANSACTIONAL,
         task_default_exchange="wanotify",
-        task_default_routing_key="transactional",
-        task_routes={
-            "wanotify.notify": {"queue": "notify"},
-            "wanotify.ingest": {"queue": "ingest"},
-            "wanotify.sweep": {"queue": "ingest"},
-            "wanotify.fallback": {"queue": "fallback"},
-            "wanotify.campaign_fanout": {"queue": "bulk"},
-            "wanotify.campaigns_tick": {"queue": "bulk"},
-            "wanotify.purge": {"queue": "bulk"},
-        },
+        task_default_routing_key=TRANSACTIONAL,
+        task_routes={task: {"queue": queue} for task, queue in ROUTES.items()},
         # `wanotify beat`: scheduled campaigns start, running ones are fed, finished ones close.
         beat_schedule={
-            "campaigns-tick": {"task": "wanotify.campaigns_tick", "schedule": 5.0,
-                               "options": {"queue": "bulk", "expires": 30}},
-            # Retention (privacy.py): personal fields past WANOTIFY_RETENTION go.
-            "privacy-purge": {"task": "wanotify.purge", "schedule": settings.purge_interval_s,
-                              "options": {"queue": "bulk", "expires": settings.purge_interval_s}},
+            "campaigns-tick": {"task": TASK_CAMPAIGNS_TICK, "schedule": 5.0,
+                               "options": {"queue": BULK, "expires": 30}},
+            # Retention (compliance.retention): personal fields past WANOTIFY_RETENTION go.
+            "privacy-purge": {"task": TASK_PURGE, "schedule": settings.purge_interval_s,
+                              "options": {"queue": BULK, "expires": settings.purge_interval_s}},
         },
         task_serializer="json",
         accept_content=["json"],
@@ -80,5 +79,3 @@ def make_app() -> Celery:
 
 
 celery_app = make_app()
-
-from wanotify.worker import signals as _signals  # noqa: E402,F401  (connects worker signals)

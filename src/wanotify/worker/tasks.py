@@ -1,24 +1,59 @@
-"""Thin Celery tasks; the logic lives in plain functions (intake, dispatch, ingest, sweeper)."""
+"""Thin Celery tasks; the logic lives in plain functions (intake, dispatch, ingest, sweeper).
+
+Every task's name and queue is declared in ``worker.queues``; every task a producer or the
+domain sends goes through ``worker.enqueue``.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from typing import Any
 
 from celery import Task
 
+from wanotify.campaigns.fanout import (
+    end_fanout,
+    fan_out,
+    fanout_rate,
+    has_pending,
+    kick_fanout,
+    tick,
+)
+from wanotify.campaigns.records import CampaignError
+from wanotify.compliance.retention import purge
 from wanotify.config import get_settings
+from wanotify.core.backoff import task_retry_s
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.core.kinds import KINDS
+from wanotify.delivery.fallback import run_fallback
+from wanotify.delivery.lanes import Lanes
+from wanotify.delivery.runtime import get_runtime
+from wanotify.inbound.ingest import free_kick_slot, ingest_inbox, kick_ingest
+from wanotify.intake.service import notify, record_rejected
+from wanotify.redis import get_redis
+from wanotify.worker import enqueue
 from wanotify.worker.app import celery_app
+from wanotify.worker.queues import (
+    TASK_CAMPAIGN_FANOUT,
+    TASK_CAMPAIGNS_TICK,
+    TASK_DISPATCH,
+    TASK_FALLBACK,
+    TASK_INGEST,
+    TASK_NOTIFY,
+    TASK_PURGE,
+)
 
 log = logging.getLogger("wanotify.tasks")
 
+# A task that keeps finding full batches hands over to a new one after this many.
+INGEST_ROUNDS = 20
 
-@celery_app.task(name="wanotify.notify", bind=True, acks_late=True, max_retries=None)
+
+@celery_app.task(name=TASK_NOTIFY, bind=True, acks_late=True, max_retries=None)
 def notify_task(self: Task, body: Any) -> dict[str, Any]:
     """Intake from any producer: validate, store, route. Invalid bodies are recorded."""
-    from wanotify.intake.service import notify, record_rejected
-
     try:
         acc = notify(body)
     except InvalidJob as exc:
@@ -29,16 +64,13 @@ def notify_task(self: Task, body: Any) -> dict[str, Any]:
         record_rejected("celery", body, [{"field": "idempotency_key", "reason": str(exc)}])
         return {"error": {"errors": [{"field": "idempotency_key", "reason": str(exc)}]}}
     except Exception as exc:  # Postgres or Redis away: try again, the message is still ours
-        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+        raise self.retry(exc=exc, countdown=task_retry_s(self.request.retries, 60)) from exc
     return acc.model_dump()
 
 
-@celery_app.task(name="wanotify.dispatch", acks_late=True, ignore_result=True)
+@celery_app.task(name=TASK_DISPATCH, acks_late=True, ignore_result=True)
 def dispatch_task(sender: str) -> dict[str, Any]:
     """Drive one sender's pacing queue for a time slice (many sends per task)."""
-    from wanotify.delivery.runtime import get_runtime
-    from wanotify.intake.service import kick
-
     settings = get_settings()
     if sender not in settings.sender_map:
         log.error("dispatch for unknown sender %r ignored", sender)
@@ -48,18 +80,12 @@ def dispatch_task(sender: str) -> dict[str, Any]:
     if stats.owned and not stats.paused:
         if stats.depth_left > 0:
             # Hand the number on, on the queue of its most urgent waiting work.
-            from wanotify.delivery.lanes import Lanes
-            from wanotify.intake.service import get_redis
-
             d = Lanes(get_redis()).depths(sender)
-            kind = next((k for k in ("otp", "transactional", "marketing") if d[k]), "transactional")
-            kick(sender, kind)
+            enqueue.dispatch(sender, next((k for k in KINDS if d[k]), "transactional"))
         elif stats.next_due_ms is not None:
-            import time
-
             delay = max(0.0, stats.next_due_ms / 1000 - time.time())
             if delay < settings.broker_visibility_timeout_s / 2:
-                kick(sender, "transactional", countdown=delay)
+                enqueue.dispatch(sender, "transactional", countdown=delay)
     return {
         "sender": sender,
         "owned": stats.owned,
@@ -73,14 +99,12 @@ def dispatch_task(sender: str) -> dict[str, Any]:
     }
 
 
-@celery_app.task(name="wanotify.ingest", bind=True, acks_late=True, max_retries=None)
+@celery_app.task(name=TASK_INGEST, bind=True, acks_late=True, max_retries=None)
 def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[str] | None = None,
                 top_up: bool = True) -> dict[str, Any]:
     """Turn stored webhook bodies (one id, a list, or the oldest pending) into status events
     and job statuses; with ``top_up``, other bodies waiting too (whose kicks were folded into
     this one: see ``ingest.kick_ingest``; the sweeper names its bodies and does not top up)."""
-    from wanotify.inbound.ingest import free_kick_slot, ingest_inbox
-
     free_kick_slot(slot)  # bodies stored from now on get a kick of their own
     top_up = top_up and not self.request.retries
     ids = None if inbox_id is None else (list(inbox_id) if isinstance(inbox_id, list) else [inbox_id])
@@ -97,63 +121,31 @@ def ingest_task(self: Task, inbox_id: int | list[int] | None = None, slot: list[
                 log.warning("ingest of a topped-up batch failed; ingesting the kick's %d bodies alone",
                             len(ids), exc_info=True)
                 report = ingest_inbox(ids, limit=len(ids))
-            if report.fallback_ids:
-                from wanotify.delivery.fallback import trigger
-
-                trigger(report.fallback_ids, "failed status webhook")
+            enqueue.fallback(report.fallback_ids, "failed status webhook")
             for k in totals:
                 totals[k] += getattr(report, k)
             if not top_up or report.bodies < limit:
                 break
             ids = []  # a full batch: more may be waiting, and their kicks were folded into this one
         else:
-            from wanotify.inbound.ingest import kick_ingest
-
             kick_ingest([])
     except Exception as exc:  # Postgres away: the raw body is kept; try again
-        raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
+        raise self.retry(exc=exc, countdown=task_retry_s(self.request.retries, 30)) from exc
     return totals
 
 
-# A task that keeps finding full batches hands over to a new one after this many.
-INGEST_ROUNDS = 20
-
-
-@celery_app.task(name="wanotify.fallback", bind=True, acks_late=True, max_retries=None)
+@celery_app.task(name=TASK_FALLBACK, bind=True, acks_late=True, max_retries=None)
 def fallback_task(self: Task, job_id: str, reason: str = "") -> str:
     """Send a job's fallback (SMS, then email), once."""
-    import uuid
-
-    from wanotify.delivery.fallback import run_fallback
-
     try:
         return run_fallback(uuid.UUID(job_id), reason)
     except Exception as exc:  # Postgres away: the job's fallback is still ours to do
-        raise self.retry(exc=exc, countdown=min(60, 2 ** min(self.request.retries, 6))) from exc
+        raise self.retry(exc=exc, countdown=task_retry_s(self.request.retries, 60)) from exc
 
 
-@celery_app.task(name="wanotify.sweep", ignore_result=True)
-def sweep_task() -> dict[str, int]:
-    from wanotify.delivery.sweeper import sweep
-
-    return sweep()
-
-
-@celery_app.task(name="wanotify.campaign_fanout", bind=True, acks_late=True, max_retries=None)
+@celery_app.task(name=TASK_CAMPAIGN_FANOUT, bind=True, acks_late=True, max_retries=None)
 def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
     """Enqueue the next chunk of a running campaign; again in a second while some remain."""
-    import time
-    import uuid
-
-    from wanotify.campaigns.service import (
-        CampaignError,
-        end_fanout,
-        fan_out,
-        fanout_rate,
-        has_pending,
-        kick_fanout,
-    )
-
     cid = uuid.UUID(campaign_id)
     began = time.monotonic()
     try:
@@ -162,7 +154,7 @@ def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
         end_fanout(cid)
         return {"campaign": campaign_id, "enqueued": 0}
     except Exception as exc:  # Postgres away: the tick restarts the chain if this gives up
-        raise self.retry(exc=exc, countdown=min(30, 1 + 2 ** min(self.request.retries, 5))) from exc
+        raise self.retry(exc=exc, countdown=task_retry_s(self.request.retries, 30)) from exc
     if n:
         # More may be pending: go on at about 1.25x the number's rate (enough to stay ahead of
         # the drain, never a burst that takes the CPU from the sends and the OTPs).
@@ -175,16 +167,12 @@ def campaign_fanout_task(self: Task, campaign_id: str) -> dict[str, Any]:
     return {"campaign": campaign_id, "enqueued": n}
 
 
-@celery_app.task(name="wanotify.campaigns_tick")
+@celery_app.task(name=TASK_CAMPAIGNS_TICK)
 def campaigns_tick_task() -> dict[str, int]:
-    from wanotify.campaigns.service import tick
-
     return tick()
 
 
-@celery_app.task(name="wanotify.purge", ignore_result=True)
+@celery_app.task(name=TASK_PURGE, ignore_result=True)
 def purge_task() -> dict[str, int]:
     """Retention: anonymise or delete personal data past ``WANOTIFY_RETENTION``."""
-    from wanotify.compliance.retention import purge
-
     return purge().totals()

@@ -57,7 +57,8 @@ def make_csv(path: Path, rows: int, seed: int = 5) -> tuple[list[str], int, int]
 def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: float = 900.0) -> dict[str, Any]:
     from sqlalchemy import text
 
-    from wanotify.campaigns.service import change, create, import_file, status
+    from wanotify.campaigns.audience import import_file
+    from wanotify.campaigns.service import change, create, status
     from wanotify.compliance.consent import Preference, record_preferences
     from wanotify.config import get_settings
     from wanotify.db import session_scope

@@ -57,7 +57,7 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
     from wanotify.db import dispose_engine
     from wanotify.db.migrate import upgrade
     from wanotify.devtools.embedded import services
-    from wanotify.intake.service import reset_clients
+    from wanotify.redis import reset_clients
 
     workdir = Path(tempfile.mkdtemp(prefix=f"wanotify-bench-{name}-"))
     saved = dict(os.environ)

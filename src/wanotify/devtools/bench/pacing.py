@@ -204,7 +204,9 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     from wanotify.db import session_scope
     from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import get_redis, kick, notify, notify_many
+    from wanotify.intake.service import notify, notify_many
+    from wanotify.redis import get_redis
+    from wanotify.worker.enqueue import dispatch as kick
 
     # The whole backlog is in place before the numbers start: every sender's dispatch is
     # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.

@@ -127,7 +127,9 @@ def run_wanotify_send(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]],
     """Jobs committed and waiting; then the workers start and drain them into the sandbox."""
     from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import get_redis, kick, notify_many
+    from wanotify.intake.service import notify_many
+    from wanotify.redis import get_redis
+    from wanotify.worker.enqueue import dispatch as kick
 
     r = get_redis()
     for s in senders:

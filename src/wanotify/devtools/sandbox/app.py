@@ -67,7 +67,7 @@ from starlette.routing import Route
 
 from wanotify.config import SenderConfig, Settings, get_settings
 from wanotify.core.phones import mask_phone
-from wanotify.core.templates import Catalogue, load_catalogue
+from wanotify.core.templates import Catalogue
 from wanotify.devtools.sandbox import errors as E
 from wanotify.devtools.sandbox.failures import (
     FailureInjector,
@@ -79,6 +79,7 @@ from wanotify.devtools.sandbox.failures import (
 from wanotify.devtools.sandbox.limits import LimitRegistry
 from wanotify.devtools.sandbox.webhooks import Target, WebhookDispatcher, twilio_signature
 from wanotify.providers import tokens
+from wanotify.templates.catalogue import load_catalogue
 
 log = logging.getLogger("wanotify.devtools.sandbox")
 

@@ -1,0 +1,121 @@
+"""``wanotify bench …``: benchmarks, measured through the public surface.
+
+The benchmarks are devtools: each is imported only inside its verb."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from wanotify.cli.common import fail
+
+bench_app = typer.Typer(help="Benchmarks, measured through the public surface.", no_args_is_help=True)
+
+
+@bench_app.command("pacing")
+def bench_pacing(
+    runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 1,
+    senders: Annotated[int, typer.Option(help="Senders at --mps.")] = 10,
+    mps: Annotated[int, typer.Option(help="Their messages/s limit.")] = 80,
+    fast_mps: Annotated[int, typer.Option(help="One more sender at this limit (0: none).")] = 1000,
+    backlog_seconds: Annotated[float, typer.Option(help="Backlog per sender, in seconds of its rate.")] = 8.0,
+    workers: Annotated[int, typer.Option(help="Worker processes (as separate hosts).")] = 4,
+    otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
+    baseline: Annotated[bool, typer.Option(help="Also run Celery's rate_limit baseline.")] = True,
+    baseline_timeout: Annotated[float, typer.Option(help="Stop the baseline after this many seconds.")] = 45.0,
+) -> None:
+    """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
+    from wanotify.devtools.bench.pacing import run  # lazy: devtools load only for this verb
+
+    if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0):
+        fail("runs, mps and workers must be at least 1, and some senders are needed")
+    run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=fast_mps, backlog_s=backlog_seconds,
+        workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
+
+@bench_app.command("chaos")
+def bench_chaos(
+    jobs: Annotated[int, typer.Option(help="Mixed jobs to send.")] = 2000,
+    pg_down: Annotated[float, typer.Option(help="Seconds Postgres refuses connections.")] = 20.0,
+    timeout: Annotated[float, typer.Option(help="Give up waiting for outcomes after this.")] = 300.0,
+) -> None:
+    """Break things while jobs flow; count what was lost or sent twice."""
+    from wanotify.devtools.bench.chaos import (
+        run as run_chaos,  # lazy: devtools load only for this verb
+    )
+
+    if jobs < 1:
+        fail("jobs must be at least 1")
+    run_chaos(jobs=jobs, pg_down_s=pg_down, timeout=timeout)
+
+@bench_app.command("campaign")
+def bench_campaign(
+    rows: Annotated[int, typer.Option(help="Audience rows to generate (1% bad, 1% opted out).")] = 100_000,
+    mps: Annotated[int, typer.Option(help="The sending number's messages/s limit.")] = 1000,
+    otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
+) -> None:
+    """Import, schedule and drain a large campaign while OTPs keep arriving."""
+    from wanotify.devtools.bench.campaign import (
+        run as run_campaign,  # lazy: devtools load only for this verb
+    )
+
+    if rows < 100 or mps < 1 or otp_rate <= 0:
+        fail("rows must be at least 100, mps at least 1, otp-rate above 0")
+    run_campaign(rows=rows, mps=mps, otp_rate=otp_rate, timeout=timeout)
+
+@bench_app.command("throughput")
+def bench_throughput(
+    runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 3,
+    quick: Annotated[bool, typer.Option(help="Small sizes (a smoke run; figures are rough).")] = False,
+    statuses_per_post: Annotated[int, typer.Option(help="Statuses per webhook POST (Meta batches).")] = 10,
+    latency: Annotated[list[float] | None, typer.Option(help="Sandbox latency in ms (repeatable).")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """Send path, enqueue and webhook ingest against the textbook one-task-per-message baselines."""
+    from wanotify.devtools.bench.throughput import (
+        run as run_throughput,  # lazy: devtools load only for this verb
+    )
+
+    lat = tuple(latency) if latency else (0.0, 50.0)
+    if runs < 1 or statuses_per_post < 1 or any(x < 0 for x in lat):
+        fail("runs and statuses-per-post must be at least 1, latencies at least 0")
+    run_throughput(runs=runs, quick=quick, per_post=statuses_per_post, latencies=lat, json_path=json_out)
+
+@bench_app.command("baseline-worker", hidden=True)
+def bench_baseline_worker(
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "baseline@%h",
+    concurrency: Annotated[int, typer.Option(help="Threads.")] = 8,
+    queue: Annotated[str, typer.Option(help="Queue to consume at start.")] = "baseline",
+) -> None:
+    """The textbook baseline's worker (one task per message, Celery rate_limit)."""
+    from wanotify.devtools.bench.baseline import (
+        app as baseline_app,  # lazy: devtools load only for this verb
+    )
+
+    baseline_app.worker_main(["worker", "-Q", queue, "--pool", "threads", "--concurrency",
+                              str(concurrency), "-n", name if "@" in name else f"{name}@%h",
+                              "--loglevel", "WARNING"])
+
+@bench_app.command("textbook-worker", hidden=True)
+def bench_textbook_worker(
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "textbook",
+    pool: Annotated[str, typer.Option(help="Celery pool.")] = "prefork",
+    concurrency: Annotated[int, typer.Option(help="Pool size.")] = 2,
+) -> None:
+    """The one-task-per-message baselines' worker."""
+    from wanotify.devtools.bench.textbook import (  # lazy: devtools load only for this verb
+        QUEUE,
+        celery,
+    )
+
+    celery.worker_main(["worker", "-Q", QUEUE, "--pool", pool, "--concurrency", str(concurrency),
+                        "-n", name if "@" in name else f"{name}@%h", "--loglevel", "WARNING"])
+
+@bench_app.command("textbook-web", hidden=True)
+def bench_textbook_web(port: Annotated[int, typer.Option(help="Port.")] = 8800) -> None:
+    """The ORM-one-row-per-commit webhook receiver baseline."""
+    from wanotify.devtools.bench.textbook import make_web  # lazy: devtools load only for this verb
+
+    uvicorn.run(make_web(), host="127.0.0.1", port=port, log_level="warning", access_log=False)

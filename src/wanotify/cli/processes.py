@@ -1,0 +1,139 @@
+"""The long-running processes: migrate, web, worker, beat, flower, and the devtools' sandbox and demo.
+
+Devtools (sandbox, demo) are imported only inside their verbs: they never load into a
+worker or web process."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import psycopg
+import typer
+import uvicorn
+
+from wanotify.cli.common import console, err_console, fail, settings, setup_logging
+from wanotify.db.migrate import current_revision, upgrade
+from wanotify.ops.flower_auth import FlowerAuthError, resolve
+from wanotify.worker.main import celery_app
+from wanotify.worker.memory import limit_arenas
+from wanotify.worker.queues import QUEUES
+
+
+def migrate(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for Postgres to accept connections.")] = 60.0,
+) -> None:
+    """Create the database if needed and apply the Alembic migrations up to head.
+
+    Waits for the server, and takes a Postgres advisory lock: safe to run from every web
+    process or container at once (one migrates, the others find the schema at head)."""
+    s = settings()
+    try:
+        upgrade(s.database_url, wait_s=wait)
+    except psycopg.OperationalError as exc:
+        fail(f"Postgres did not accept connections within {wait:g}s: "
+              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}", code=1)
+    console.print(f"database at revision {current_revision(s.database_url)}")
+
+def web(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API, Meta's webhook, health and metrics (uvicorn)."""
+    s = settings()
+    setup_logging()
+    uvicorn.run(
+        "wanotify.web.main:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        log_level=s.log_level.lower(),
+    )
+
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8900,
+    webhook_url: Annotated[str, typer.Option(help="Where to POST signed status webhooks ('' disables).")] = "http://127.0.0.1:8000/webhooks/whatsapp",
+) -> None:
+    """Serve the local Graph API double (and a Twilio-style SMS provider)."""
+    from wanotify.devtools.sandbox.server import (
+        run_sandbox,  # lazy: devtools load only for this verb
+    )
+
+    s = settings()
+    setup_logging()
+    run_sandbox(host, port, webhook_url or None, s)
+
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker; further options go to `celery worker` (default: every queue)."""
+    args = list(ctx.args)
+
+    settings()
+    if not any(a in ("-Q", "--queues") or a.startswith(("--queues=", "-Q")) for a in args):
+        args += ["--queues", ",".join(QUEUES)]
+    if not any(a in ("-P", "--pool") or a.startswith(("--pool=", "-P")) for a in args):
+        args += ["--pool", "threads"]
+    if not any(a in ("-c", "--concurrency") or a.startswith(("--concurrency=", "-c")) for a in args):
+        args += ["--concurrency", "16"]
+    if not any(a in ("-E", "--task-events") for a in args):
+        args += ["--task-events"]
+
+    if any(a in ("-B", "--beat") for a in args):  # an embedded beat: its schedule too
+        args = _with_beat_schedule(args, settings())
+    limit_arenas(2)  # before Celery starts its threads (see wanotify.worker.memory)
+    celery_app.worker_main(["worker", *args])
+
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat (scheduled campaigns, periodic sweeps); options go to `celery beat`."""
+    args = _with_beat_schedule(list(ctx.args), settings())
+    celery_app.start(["beat", *args])
+
+def _with_beat_schedule(args: list[str], s: Any) -> list[str]:
+    """Beat's schedule file in the state folder unless ``-s/--schedule`` is given (Celery's
+    default, ``celerybeat-schedule`` in the current folder, litters a checkout and fails in
+    a read-only ``/app``)."""
+    if any(a in ("-s", "--schedule") or a.startswith(("--schedule=", "-s")) for a in args):
+        return args
+    return [*args, f"--schedule={s.ensure_state_path() / 'celerybeat-schedule'}"]
+
+def flower(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Port for Flower.")] = 5555,
+    address: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="No authentication (loopback addresses only).")] = False,
+) -> None:
+    """Run Flower against wanotify's Celery app; options go to `celery flower`.
+
+    Always behind basic auth: WANOTIFY_FLOWER_BASIC_AUTH ("user:password"), else a generated
+    password kept in a 0600 file under the user's state dir (its path is printed). --no-auth
+    only on loopback. Its state persists in WANOTIFY_FLOWER_DB.
+    """
+    s = settings()
+    configured = s.flower_basic_auth.get_secret_value() if s.flower_basic_auth is not None else None
+    try:
+        auth = resolve(configured, address, no_auth)
+    except FlowerAuthError as exc:
+        fail(str(exc))
+    err_console.print(auth.notice, markup=False, soft_wrap=True)
+    os.environ.pop("FLOWER_BASIC_AUTH", None)
+    if auth.basic_auth is not None:
+        os.environ["FLOWER_BASIC_AUTH"] = auth.basic_auth  # not in argv: the process list shows argv
+    args = [f"--port={port}", f"--address={address}", "--persistent=True",
+            f"--db={s.flower_db or s.ensure_state_path() / 'flower.db'}",
+            "--purge_offline_workers=3600"]
+    celery_app.start(["flower", *args, *ctx.args])
+
+def demo(
+    otp: Annotated[int, typer.Option(help="OTP jobs.")] = 200,
+    orders: Annotated[int, typer.Option(help="Order confirmations.")] = 500,
+    reminders: Annotated[int, typer.Option(help="Appointment reminders.")] = 300,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 150.0,
+) -> None:
+    """Run the whole pipeline locally against the sandbox and print what happened."""
+    from wanotify.devtools.demo import run_demo  # lazy: devtools load only for this verb
+
+    code = run_demo(otp=otp, orders=orders, reminders=reminders, timeout=timeout)
+    raise typer.Exit(code)
