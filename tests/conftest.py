@@ -103,8 +103,8 @@ def services() -> Iterator[dict[str, str]]:
     dispose_engine()  # an engine made while a test module was imported used the default URL
     import sys
 
-    if "wanotify.worker.app" in sys.modules:  # likewise the Celery app's broker
-        from wanotify.worker.app import celery_app
+    if "wanotify.queues.app" in sys.modules:  # likewise the Celery app's broker
+        from wanotify.queues.app import celery_app
 
         celery_app.conf.broker_url = redis_url
         if celery_app._pool is not None:

@@ -134,7 +134,7 @@ def test_cli_send_and_status(stack: Stack, db: Any) -> None:
 
 def test_metrics_and_status_show_queue_depth_and_wait(stack: Stack, redis_client: Any) -> None:
     from wanotify.core.ids import uuid7
-    from wanotify.delivery.lanes import Lanes, entry
+    from wanotify.pacing.lanes import Lanes, entry
 
     # A job waiting in a lane of a sender with no dispatcher: what ops would see in a backlog.
     lanes = Lanes(redis_client)

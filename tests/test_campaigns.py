@@ -319,7 +319,7 @@ def test_a_recurring_campaign_is_checked_against_the_budget_at_start_and_at_each
         small = _campaign(cron="@daily")
         import_audience(small, io.StringIO(f"to,body_1,body_2\n{_rnd()},A,5%\n{_rnd()},B,5%\n", newline=""))
         nxt = datetime.fromisoformat(change(small, "start")["next_run_at"])
-        monkeypatch.setattr("wanotify.delivery.lanes.Tier.used", lambda self, r: 2)  # today's budget is spent
+        monkeypatch.setattr("wanotify.pacing.lanes.Tier.used", lambda self, r: 2)  # today's budget is spent
         assert start_due_runs(nxt + timedelta(seconds=1)) == []
         st = status(small)
         assert st["run_count"] == 0 and "skipped" in st["status_reason"] and "0 unique recipients left" in \

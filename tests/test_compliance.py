@@ -142,9 +142,9 @@ def test_marketing_to_an_opted_out_number_is_refused_other_kinds_are_not(db: Any
 def test_a_queued_marketing_job_whose_recipient_opts_out_is_never_sent(db: Any) -> None:
     import time
 
-    from wanotify.delivery.lanes import Lanes
     from wanotify.delivery.outcomes import claim
     from wanotify.intake.service import notify
+    from wanotify.pacing.lanes import Lanes
     from wanotify.redis import get_redis
 
     # A worker of the shared stack may be running: pause the sender first (and let a running
@@ -172,7 +172,7 @@ def test_quiet_hours_hold_marketing_but_not_transactional_end_to_end(stack: Any,
     """A worker whose quiet hours are now (in UTC): the marketing job waits, with no attempt
     burned, until the window ends; the transactional job to the same person goes at once."""
     from conftest import statuses, wait_for
-    from wanotify.delivery.lanes import prefix
+    from wanotify.pacing.lanes import prefix
 
     now = datetime.now(UTC)
     start, end = now - timedelta(minutes=1), now + timedelta(minutes=3)

@@ -24,8 +24,8 @@ def capped_sender(services: dict[str, str], monkeypatch: pytest.MonkeyPatch, red
     """A sender only this process knows (a stack worker ignores its kicks), cap 40, and a
     sandbox of its own answering in 20 ms at 1,000 messages/s."""
     from wanotify.config import get_settings, reset_settings
-    from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import Proc, free_port, wait_http
+    from wanotify.pacing.lanes import prefix
     from wanotify.redis import reset_clients
 
     for key in redis_client.scan_iter(prefix("capped") + "*"):

@@ -43,6 +43,8 @@ FIXTURE_BODIES = {p.name: p.read_bytes() for p in sorted(DATA.glob("*.json"))}
 MAX_WEBHOOK = 3 * 1024 * 1024
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
                     "referrer-policy": "no-referrer", "cache-control": "no-store"}
+
+
 def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -59,8 +61,8 @@ def client(services: dict[str, str]) -> Iterator[TestClient]:
     ingest kicks are dropped, and the kick slots are held, so that a stack worker started
     by other tests (it consumes the same broker, and an ingest task takes every body
     waiting) gets no ingest task to take these bodies in between."""
+    from wanotify.queues.app import celery_app
     from wanotify.web.app import create_app
-    from wanotify.worker.app import celery_app
 
     real = celery_app.send_task
 

@@ -163,7 +163,7 @@ class _Kicks:
 @pytest.fixture()
 def kicks(monkeypatch: pytest.MonkeyPatch, services: dict[str, str]) -> _Kicks:
     import wanotify.inbound.ingest as ingest
-    from wanotify.worker.app import celery_app
+    from wanotify.queues.app import celery_app
 
     # Slots of this test's own: the session's stack web kicks through the shared ones.
     monkeypatch.setattr(ingest, "KICK_SLOT_KEY", f"test:{uuid.uuid4().hex}:" + "{}")
@@ -259,7 +259,7 @@ def test_a_failing_topped_up_batch_falls_back_to_the_kicks_own_bodies(
             raise RuntimeError("a body of someone else's batch")
         return real(ids_, limit=limit, top_up=top_up)
 
-    monkeypatch.setattr(ingest, "ingest_inbox", flaky)
+    monkeypatch.setattr("wanotify.worker.tasks.ingest_inbox", flaky)  # the name the task calls
     res = ingest_task.apply(args=[ids]).get()
     assert calls == [True, False] and res["bodies"] == 1
     assert _state(db, j).status == "delivered"

@@ -15,8 +15,8 @@ from wanotify.core.jobs import OTP_DEFAULT_TTL, JobBody, parse_job
 from wanotify.core.phones import digits, mask_email, mask_phone, normalize_e164, region_of
 from wanotify.core.templates import Catalogue
 from wanotify.intake.service import Prepared, prepare
+from wanotify.queues.names import QUEUE_FOR_KIND
 from wanotify.templates.catalogue import load_catalogue
-from wanotify.worker.queues import QUEUE_FOR_KIND
 
 TO = "+919876543210"
 ORDER = ["Rahul Sharma", "ZEC-2026-0042", "₹45,000"]

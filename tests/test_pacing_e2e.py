@@ -30,6 +30,7 @@ def test_130429_and_131056_are_retried_without_burning_attempts(stack: Stack, db
             a = api.post("/v1/notifications", json={**ORDER, "to": "+919812347777"}).json()["id"]
             b = api.post("/v1/notifications", json={**ORDER, "to": "+919812348888"}).json()["id"]
             # 130429: the number pauses about a second; 131056: the pair waits 4^1 s.
+
             def both_done() -> bool:
                 st = statuses(db, [a, b])
                 return len(st) == 2 and all(v in ("delivered", "read") for v in st.values())

@@ -83,7 +83,7 @@ def _senders_paused(request: pytest.FixtureRequest) -> Any:
         yield
         return
     from wanotify.config import get_settings
-    from wanotify.delivery.lanes import Lanes
+    from wanotify.pacing.lanes import Lanes
     from wanotify.redis import get_redis
 
     request.getfixturevalue("db")
@@ -113,8 +113,8 @@ def _row(db: Any, job_id: str) -> Any:
 
 
 def test_an_otp_code_is_wiped_once_nothing_can_send_it(db: Any) -> None:
-    from wanotify.compliance.retention import wipe_otp_codes
     from wanotify.intake.service import notify
+    from wanotify.privacy.retention import wipe_otp_codes
 
     def otp(code: str, **extra: Any) -> str:
         return notify({"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": [code]},
@@ -152,9 +152,9 @@ def test_an_otp_code_is_wiped_once_nothing_can_send_it(db: Any) -> None:
 
 
 def test_idempotency_still_answers_after_the_code_is_wiped(db: Any) -> None:
-    from wanotify.compliance.retention import wipe_otp_codes
     from wanotify.core.errors import IdempotencyConflict
     from wanotify.intake.service import notify
+    from wanotify.privacy.retention import wipe_otp_codes
 
     key = f"otp-{uuid.uuid4()}"
     body = {"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": ["918273"]},
@@ -171,10 +171,10 @@ def test_idempotency_still_answers_after_the_code_is_wiped(db: Any) -> None:
 
 
 def test_a_wiped_dead_letter_is_not_replayed(db: Any) -> None:
-    from wanotify.compliance.retention import wipe_otp_codes
     from wanotify.delivery.fallback import dead_letter
     from wanotify.intake.service import notify
     from wanotify.ops.dlq import ReplayRefused, replay
+    from wanotify.privacy.retention import wipe_otp_codes
 
     job = notify({"to": _phone(), "template": "otp_code", "kind": "otp", "params": {"body": ["123123"]},
                   "fallback": {"sms_to": _phone()}}).id
@@ -187,11 +187,11 @@ def test_a_wiped_dead_letter_is_not_replayed(db: Any) -> None:
 
 def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
     from wanotify.compliance.consent import Preference, opted_out, record_preferences
-    from wanotify.compliance.erasure import erase
     from wanotify.compliance.hashing import phone_hash
     from wanotify.core.errors import InvalidJob
     from wanotify.delivery.outcomes import claim
     from wanotify.intake.service import notify
+    from wanotify.privacy.erasure import erase
 
     phone = _phone()
     sale = {"to": phone, "template": "seasonal_sale", "kind": "marketing", "params": {"body": ["Asha", "20%"]}}
@@ -221,8 +221,8 @@ def test_an_erased_persons_opt_out_still_holds_by_hash(db: Any) -> None:
 
 
 def test_erase_refuses_a_bad_number_and_its_dry_run_changes_nothing(db: Any) -> None:
-    from wanotify.compliance.erasure import erase
     from wanotify.intake.service import notify
+    from wanotify.privacy.erasure import erase
 
     with pytest.raises(ValueError):
         erase("12345")
@@ -236,8 +236,8 @@ def test_erase_refuses_a_bad_number_and_its_dry_run_changes_nothing(db: Any) -> 
 
 
 def test_purge_dry_run_counts_and_changes_nothing_then_purge_keeps_counts(db: Any) -> None:
-    from wanotify.compliance.retention import purge
     from wanotify.intake.service import notify
+    from wanotify.privacy.retention import purge
 
     phone = _phone()
     job = notify({"to": phone, "template": "order_confirmation_v2",
@@ -320,7 +320,7 @@ def test_migration_0007_hashes_existing_opt_outs_and_waiting_marketing(services:
 
 
 def test_beat_runs_the_purge_hourly() -> None:
-    from wanotify.worker.app import celery_app
+    from wanotify.queues.app import celery_app
     from wanotify.worker.tasks import purge_task
 
     entry = celery_app.conf.beat_schedule["privacy-purge"]

@@ -107,7 +107,7 @@ def _enqueue(api: Any, body: dict[str, Any]) -> str:
 
 def _traffic(stack: Stack, db: Any, p: dict[str, str]) -> dict[str, Any]:
     """Everything a person leaves behind, through the public surface."""
-    from wanotify.worker.app import celery_app
+    from wanotify.queues.app import celery_app
 
     with stack.api() as api:
         ids = [
@@ -167,8 +167,8 @@ def _present(db: Any, p: dict[str, str]) -> list[str]:
 
 
 def test_purge_and_erase_leave_no_number_name_code_or_email(stack: Stack, db: Any, redis_client: Any) -> None:
-    from wanotify.compliance.retention import purge
-    from wanotify.delivery.lanes import prefix
+    from wanotify.pacing.lanes import prefix
+    from wanotify.privacy.retention import purge
 
     a, b = _person("Ayesha"), _person("Bilal", undeliverable=True)
     run_a = _traffic(stack, db, a)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wanotify.cli.main import _with_beat_schedule
+from wanotify.cli.processes import _with_beat_schedule
 from wanotify.config import Settings
 
 

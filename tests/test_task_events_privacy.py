@@ -11,7 +11,7 @@ import pytest
 
 from conftest import Stack, wait_for
 from wanotify.devtools.procs import Proc, free_port, wait_http
-from wanotify.ops.logs import args_summary
+from wanotify.logs import args_summary
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_args_summary_keeps_only_what_is_not_personal() -> None:
 
 
 def test_flower_task_list_shows_a_masked_job_body(stack: Stack, db: Any) -> None:
-    from wanotify.worker.app import celery_app
+    from wanotify.queues.app import celery_app
 
     port = free_port()
     env = {**stack.env, "WANOTIFY_FLOWER_BASIC_AUTH": "ops:s3cret",
@@ -61,7 +61,7 @@ def test_a_producers_task_sent_event_carries_the_masked_summary(services: dict[s
     import threading
     import time
 
-    from wanotify.worker.app import celery_app
+    from wanotify.queues.app import celery_app
 
     phone = "+919812340011"
     got: list[dict[str, Any]] = []

@@ -14,9 +14,9 @@ from wanotify.core.templates import (
     Catalogue,
     RenderedText,
     TemplateError,
-    load_catalogue,
     parse_catalogue,
 )
+from wanotify.templates.catalogue import load_catalogue
 
 TO = "+919876543210"
 

@@ -1,6 +1,6 @@
 """Per-sender pacing lanes (throttle.py + lua/*.lua) against a real Redis, database 14.
 
-Time is controlled: ``wanotify.delivery.lanes.now_ms`` is replaced by a fake clock, so the GCRA
+Time is controlled: ``wanotify.pacing.lanes.now_ms`` is replaced by a fake clock, so the GCRA
 arithmetic, leases and holds are checked exactly (one test also paces with real sleeps).
 """
 
@@ -16,8 +16,8 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from wanotify.delivery import lanes as throttle
-from wanotify.delivery.lanes import (
+from wanotify.pacing import lanes as throttle
+from wanotify.pacing.lanes import (
     MARKETING_WEIGHT,
     AsyncLanes,
     Lanes,
@@ -32,6 +32,8 @@ from wanotify.delivery.lanes import (
 def _db14(url: str) -> str:
     base, _, tail = url.rpartition("/")
     return f"{base}/14" if tail.isdigit() else f"{url.rstrip('/')}/14"
+
+
 S = "s1"
 P = prefix(S)
 LEASE = 60_000
@@ -643,7 +645,7 @@ def test_pair_limit_is_checked_at_the_slot_time(r: redis.Redis, clock: Clock) ->
 
 
 def test_daily_tier_holds_marketing_to_new_recipients_but_never_otp(r: redis.Redis, clock: Clock) -> None:
-    from wanotify.delivery.lanes import Tier
+    from wanotify.pacing.lanes import Tier
 
     lanes = Lanes(r)
     pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)
@@ -667,7 +669,7 @@ def test_daily_tier_holds_marketing_to_new_recipients_but_never_otp(r: redis.Red
 
 
 def test_daily_tier_marketing_share_and_repeat_recipients(r: redis.Redis, clock: Clock) -> None:
-    from wanotify.delivery.lanes import Tier
+    from wanotify.pacing.lanes import Tier
 
     lanes = Lanes(r)
     pace = Pace(interval_ms=1, burst_ms=1000, pair_interval_ms=1, pair_burst_ms=1000)

@@ -226,7 +226,7 @@ def test_senders_check_usage_errors_exit_2() -> None:
 
 
 def test_a_new_token_resumes_a_sender_paused_for_its_token(secret: Path, redis_client: Any) -> None:
-    from wanotify.delivery.lanes import Lanes, paused_key
+    from wanotify.pacing.lanes import Lanes, paused_key
 
     st = _settings(secret)
     rot = st.sender_map["rot"]
@@ -284,8 +284,8 @@ def test_a_refused_token_that_was_already_replaced_does_not_pause(
     import redis.asyncio as aredis
 
     from wanotify.delivery.dispatch import Dispatcher
-    from wanotify.delivery.lanes import paused_key
     from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome
+    from wanotify.pacing.lanes import paused_key
     from wanotify.providers.whatsapp import SendResult
 
     st = _settings(secret)

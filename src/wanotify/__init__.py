@@ -16,13 +16,13 @@ __all__ = ["__version__", "notify", "notify_many"]
 
 def notify(body: dict[str, Any] | Any, *, idempotency_key: str | None = None) -> Any:
     """Validate, store and enqueue one notification job; returns its ``Accepted`` result."""
-    from wanotify.intake.service import notify as _notify  # lazy: see the module docstring
+    from wanotify.intake.service import notify as _notify  # noqa: PLC0415  (lazy: see the module docstring)
 
     return _notify(body, idempotency_key=idempotency_key)
 
 
 def notify_many(bodies: list[Any]) -> list[Any]:
     """Enqueue many jobs in one transaction; one bad job never rejects the rest."""
-    from wanotify.intake.service import notify_many as _notify_many  # lazy: see above
+    from wanotify.intake.service import notify_many as _notify_many  # noqa: PLC0415  (lazy: see above)
 
     return _notify_many(bodies)

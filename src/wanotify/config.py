@@ -178,7 +178,6 @@ class Settings(BaseSettings):
     lease_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=10.0, gt=0)
     broker_visibility_timeout_s: int = Field(default=90, ge=5)
-    max_attempts_transient: int = Field(default=5, ge=1)
     # Share of each number's limit used. Sends leave on time, but arrive with the jitter of a
     # busy host (40-60 ms measured on 2 shared cores): 5% keeps every sliding second under
     # Meta's limit through it (at 0.975, some runs drew 130429 answers).

@@ -398,7 +398,6 @@ class Authenticator:
             self._loaded_at = started
 
 
-
 def campaign_sender(cid: uuid.UUID) -> str | None:
     """A campaign's sender (None: no such campaign), for scope checks."""
     with session_scope() as s:

@@ -17,10 +17,10 @@ from wanotify.campaigns.records import CampaignError, check_budget, load_campaig
 from wanotify.config import get_settings
 from wanotify.core.ids import uuid7
 from wanotify.db import session_scope
-from wanotify.delivery.lanes import Lanes
 from wanotify.intake.service import notify_many
+from wanotify.pacing.lanes import Lanes
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
 log = logging.getLogger("wanotify.campaigns")
 

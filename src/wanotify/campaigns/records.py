@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from wanotify.campaigns.cron import Schedule, parse
 from wanotify.config import get_settings
-from wanotify.delivery.lanes import Tier
+from wanotify.pacing.lanes import Tier
 from wanotify.redis import get_redis
 
 

@@ -34,7 +34,7 @@ from wanotify.core.ids import uuid7
 from wanotify.core.phones import digits
 from wanotify.core.templates import TemplateError
 from wanotify.db import session_scope
-from wanotify.delivery.lanes import Lanes, entry, push_entries
+from wanotify.pacing.lanes import Lanes, entry, push_entries
 from wanotify.redis import get_redis
 from wanotify.templates.catalogue import get_catalogue
 

@@ -14,7 +14,7 @@ def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["worker"]:
         prepare_multiprocess_metrics(argv[1:])
-    from wanotify.cli.main import run  # lazy: only after the metrics directory is decided
+    from wanotify.cli.main import run  # noqa: PLC0415  (lazy: only after the metrics directory is decided)
 
     run()
 

@@ -27,12 +27,13 @@ def bench_pacing(
     baseline_timeout: Annotated[float, typer.Option(help="Stop the baseline after this many seconds.")] = 45.0,
 ) -> None:
     """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
-    from wanotify.devtools.bench.pacing import run  # lazy: devtools load only for this verb
+    from wanotify.devtools.bench.pacing import run  # noqa: PLC0415 (devtools: this verb only)
 
     if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0):
         fail("runs, mps and workers must be at least 1, and some senders are needed")
     run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=fast_mps, backlog_s=backlog_seconds,
         workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
+
 
 @bench_app.command("chaos")
 def bench_chaos(
@@ -41,13 +42,14 @@ def bench_chaos(
     timeout: Annotated[float, typer.Option(help="Give up waiting for outcomes after this.")] = 300.0,
 ) -> None:
     """Break things while jobs flow; count what was lost or sent twice."""
-    from wanotify.devtools.bench.chaos import (
-        run as run_chaos,  # lazy: devtools load only for this verb
-    )
+    from wanotify.devtools.bench import chaos  # noqa: PLC0415 (devtools: this verb only)
+
+    run_chaos = chaos.run
 
     if jobs < 1:
         fail("jobs must be at least 1")
     run_chaos(jobs=jobs, pg_down_s=pg_down, timeout=timeout)
+
 
 @bench_app.command("campaign")
 def bench_campaign(
@@ -57,13 +59,14 @@ def bench_campaign(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 900.0,
 ) -> None:
     """Import, schedule and drain a large campaign while OTPs keep arriving."""
-    from wanotify.devtools.bench.campaign import (
-        run as run_campaign,  # lazy: devtools load only for this verb
-    )
+    from wanotify.devtools.bench import campaign  # noqa: PLC0415 (devtools: this verb only)
+
+    run_campaign = campaign.run
 
     if rows < 100 or mps < 1 or otp_rate <= 0:
         fail("rows must be at least 100, mps at least 1, otp-rate above 0")
     run_campaign(rows=rows, mps=mps, otp_rate=otp_rate, timeout=timeout)
+
 
 @bench_app.command("throughput")
 def bench_throughput(
@@ -74,14 +77,15 @@ def bench_throughput(
     json_out: Annotated[str | None, typer.Option("--json", help="Also write the figures here.")] = None,
 ) -> None:
     """Send path, enqueue and webhook ingest against the textbook one-task-per-message baselines."""
-    from wanotify.devtools.bench.throughput import (
-        run as run_throughput,  # lazy: devtools load only for this verb
-    )
+    from wanotify.devtools.bench import throughput  # noqa: PLC0415 (devtools: this verb only)
+
+    run_throughput = throughput.run
 
     lat = tuple(latency) if latency else (0.0, 50.0)
     if runs < 1 or statuses_per_post < 1 or any(x < 0 for x in lat):
         fail("runs and statuses-per-post must be at least 1, latencies at least 0")
     run_throughput(runs=runs, quick=quick, per_post=statuses_per_post, latencies=lat, json_path=json_out)
+
 
 @bench_app.command("baseline-worker", hidden=True)
 def bench_baseline_worker(
@@ -90,13 +94,14 @@ def bench_baseline_worker(
     queue: Annotated[str, typer.Option(help="Queue to consume at start.")] = "baseline",
 ) -> None:
     """The textbook baseline's worker (one task per message, Celery rate_limit)."""
-    from wanotify.devtools.bench.baseline import (
-        app as baseline_app,  # lazy: devtools load only for this verb
-    )
+    from wanotify.devtools.bench import baseline  # noqa: PLC0415 (devtools: this verb only)
+
+    baseline_app = baseline.app
 
     baseline_app.worker_main(["worker", "-Q", queue, "--pool", "threads", "--concurrency",
                               str(concurrency), "-n", name if "@" in name else f"{name}@%h",
                               "--loglevel", "WARNING"])
+
 
 @bench_app.command("textbook-worker", hidden=True)
 def bench_textbook_worker(
@@ -105,7 +110,7 @@ def bench_textbook_worker(
     concurrency: Annotated[int, typer.Option(help="Pool size.")] = 2,
 ) -> None:
     """The one-task-per-message baselines' worker."""
-    from wanotify.devtools.bench.textbook import (  # lazy: devtools load only for this verb
+    from wanotify.devtools.bench.textbook import (  # noqa: PLC0415 (devtools: this verb only)
         QUEUE,
         celery,
     )
@@ -113,9 +118,10 @@ def bench_textbook_worker(
     celery.worker_main(["worker", "-Q", QUEUE, "--pool", pool, "--concurrency", str(concurrency),
                         "-n", name if "@" in name else f"{name}@%h", "--loglevel", "WARNING"])
 
+
 @bench_app.command("textbook-web", hidden=True)
 def bench_textbook_web(port: Annotated[int, typer.Option(help="Port.")] = 8800) -> None:
     """The ORM-one-row-per-commit webhook receiver baseline."""
-    from wanotify.devtools.bench.textbook import make_web  # lazy: devtools load only for this verb
+    from wanotify.devtools.bench.textbook import make_web  # noqa: PLC0415 (devtools: this verb only)
 
     uvicorn.run(make_web(), host="127.0.0.1", port=port, log_level="warning", access_log=False)

@@ -38,6 +38,7 @@ def _import_with_progress(cid: Any, path: str) -> Any:
         task = bar.add_task("import", total=size_lines)
         return import_file(cid, path, lambda line: bar.update(task, completed=line))
 
+
 def _print_report(report: Any) -> None:
     r = report.as_json()
     console.print(f"accepted {r['accepted']:,}, duplicates {r['duplicates']:,}, opted out {r['opted_out']:,},"
@@ -46,6 +47,7 @@ def _print_report(report: Any) -> None:
         console.print(f"  line {x['line']}: {x['reason']}")
     if len(r["rejected"]) > 20:
         console.print(f"  … {len(r['rejected']) - 20} more (GET /v1/campaigns/ID shows the count)")
+
 
 @campaign_app.command("create")
 def campaign_create(
@@ -74,6 +76,7 @@ def campaign_create(
     except CampaignError as exc:
         fail(f"--{exc.field.replace('_', '-')}: {exc.reason}" if exc.status == 422 else str(exc))
 
+
 @campaign_app.command("import")
 def campaign_import(campaign_id: str, audience: str) -> None:
     """Add an audience file to a campaign that has not started."""
@@ -83,6 +86,7 @@ def campaign_import(campaign_id: str, audience: str) -> None:
     except CampaignError as exc:
         fail(str(exc))
 
+
 def _campaign_change(campaign_id: str, action: str) -> None:
     settings()
     try:
@@ -91,24 +95,29 @@ def _campaign_change(campaign_id: str, action: str) -> None:
         fail(str(exc))
     console.print(f"{out['id']} {out['status']}")
 
+
 @campaign_app.command("start")
 def campaign_start(campaign_id: str) -> None:
     """Start now, or at the campaign's start time."""
     _campaign_change(campaign_id, "start")
+
 
 @campaign_app.command("pause")
 def campaign_pause(campaign_id: str) -> None:
     """Stop sending (queued jobs wait too)."""
     _campaign_change(campaign_id, "pause")
 
+
 @campaign_app.command("resume")
 def campaign_resume(campaign_id: str) -> None:
     _campaign_change(campaign_id, "resume")
+
 
 @campaign_app.command("cancel")
 def campaign_cancel(campaign_id: str) -> None:
     """Stop for good; queued jobs are cancelled."""
     _campaign_change(campaign_id, "cancel")
+
 
 @campaign_app.command("status")
 def campaign_status(

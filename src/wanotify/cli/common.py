@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from wanotify.config import Settings, get_settings
-from wanotify.ops.logs import setup_logging as _setup_logging
+from wanotify.logs import setup_logging as _setup_logging
 
 console = Console()
 err_console = Console(stderr=True)

@@ -42,6 +42,7 @@ def dlq_list(
                   r["created_at"][:19], (r["replayed_at"] or "")[:19])
     console.print(t)
 
+
 @dlq_app.command("show")
 def dlq_show(notification_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """A dead letter with its full history."""
@@ -50,6 +51,7 @@ def dlq_show(notification_id: Annotated[str, typer.Argument(help="The job's id."
     if got is None:
         fail(f"no dead letter {notification_id}", 1)
     console.print_json(json.dumps(got, default=str))
+
 
 @dlq_app.command("replay")
 def dlq_replay(notification_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from wanotify.cli.common import console, err_console, fail, settings
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.core.kinds import KINDS
 from wanotify.delivery.token_watch import pause_text
 from wanotify.intake.service import notify
 from wanotify.ops.status_view import overview
@@ -48,6 +49,7 @@ def send(
         fail(str(exc))
     console.print(acc.id)
 
+
 def status(
     notification_id: Annotated[str | None, typer.Argument(help="Show one notification.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -70,7 +72,7 @@ def status(
         console.print_json(json.dumps(data, default=str))
         return
     t = Table(title="senders")
-    for col in ("sender", "otp", "transactional", "marketing", "held", "inflight", "oldest wait",
+    for col in ("sender", *KINDS, "held", "inflight", "oldest wait",
                 "dispatching", "paused"):
         t.add_column(col, justify="right" if col != "sender" else "left")
     for name, d in data["senders"].items():

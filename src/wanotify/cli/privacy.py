@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from wanotify.cli.common import console, fail, settings
-from wanotify.compliance.erasure import erase as run_erasure
-from wanotify.compliance.retention import purge as run_purge
 from wanotify.core.phones import normalize_e164
+from wanotify.privacy.erasure import erase as run_erasure
+from wanotify.privacy.retention import purge as run_purge
 
 
 def purge(

@@ -15,9 +15,9 @@ import uvicorn
 from wanotify.cli.common import console, err_console, fail, settings, setup_logging
 from wanotify.db.migrate import current_revision, upgrade
 from wanotify.ops.flower_auth import FlowerAuthError, resolve
+from wanotify.queues.names import QUEUES
 from wanotify.worker.main import celery_app
 from wanotify.worker.memory import limit_arenas
-from wanotify.worker.queues import QUEUES
 
 
 def migrate(
@@ -34,6 +34,7 @@ def migrate(
         fail(f"Postgres did not accept connections within {wait:g}s: "
               f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r}", code=1)
     console.print(f"database at revision {current_revision(s.database_url)}")
+
 
 def web(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -53,19 +54,19 @@ def web(
         log_level=s.log_level.lower(),
     )
 
+
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8900,
     webhook_url: Annotated[str, typer.Option(help="Where to POST signed status webhooks ('' disables).")] = "http://127.0.0.1:8000/webhooks/whatsapp",
 ) -> None:
     """Serve the local Graph API double (and a Twilio-style SMS provider)."""
-    from wanotify.devtools.sandbox.server import (
-        run_sandbox,  # lazy: devtools load only for this verb
-    )
+    from wanotify.devtools.sandbox import server  # noqa: PLC0415 (devtools: this verb only)
 
     s = settings()
     setup_logging()
-    run_sandbox(host, port, webhook_url or None, s)
+    server.run_sandbox(host, port, webhook_url or None, s)
+
 
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker; further options go to `celery worker` (default: every queue)."""
@@ -86,10 +87,12 @@ def worker(ctx: typer.Context) -> None:
     limit_arenas(2)  # before Celery starts its threads (see wanotify.worker.memory)
     celery_app.worker_main(["worker", *args])
 
+
 def beat(ctx: typer.Context) -> None:
     """Run Celery beat (scheduled campaigns, periodic sweeps); options go to `celery beat`."""
     args = _with_beat_schedule(list(ctx.args), settings())
     celery_app.start(["beat", *args])
+
 
 def _with_beat_schedule(args: list[str], s: Any) -> list[str]:
     """Beat's schedule file in the state folder unless ``-s/--schedule`` is given (Celery's
@@ -98,6 +101,7 @@ def _with_beat_schedule(args: list[str], s: Any) -> list[str]:
     if any(a in ("-s", "--schedule") or a.startswith(("--schedule=", "-s")) for a in args):
         return args
     return [*args, f"--schedule={s.ensure_state_path() / 'celerybeat-schedule'}"]
+
 
 def flower(
     ctx: typer.Context,
@@ -126,6 +130,7 @@ def flower(
             "--purge_offline_workers=3600"]
     celery_app.start(["flower", *args, *ctx.args])
 
+
 def demo(
     otp: Annotated[int, typer.Option(help="OTP jobs.")] = 200,
     orders: Annotated[int, typer.Option(help="Order confirmations.")] = 500,
@@ -133,7 +138,7 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 150.0,
 ) -> None:
     """Run the whole pipeline locally against the sandbox and print what happened."""
-    from wanotify.devtools.demo import run_demo  # lazy: devtools load only for this verb
+    from wanotify.devtools.demo import run_demo  # noqa: PLC0415 (devtools: this verb only)
 
     code = run_demo(otp=otp, orders=orders, reminders=reminders, timeout=timeout)
     raise typer.Exit(code)

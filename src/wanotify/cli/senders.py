@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 
 from wanotify.cli.common import console, fail, settings
-from wanotify.delivery.lanes import Lanes
 from wanotify.delivery.token_watch import pause_text
 from wanotify.ops.senders_check import check_all
+from wanotify.pacing.lanes import Lanes
 from wanotify.providers.tokens import TokenUnavailable, current, source
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
 senders_app = typer.Typer(help="Sender phone numbers: paused state.", no_args_is_help=True)
 
@@ -36,6 +36,7 @@ def senders_list() -> None:
         t.add_row(snd.name, snd.phone_number_id, str(snd.mps), f"{snd.pair_burst}/{snd.pair_interval_s:g}s",
                   str(snd.daily_unique_limit or "unlimited"), tok, pause_text(p))
     console.print(t)
+
 
 @senders_app.command("check")
 def senders_check(
@@ -79,6 +80,7 @@ def senders_check(
                 console.print(f"[yellow]![/yellow] {c.sender}: {msg}", markup=True, highlight=False)
     bad = any(not c.ok for c in checks) or (fail_on_warning and any(c.warnings for c in checks))
     raise typer.Exit(1 if bad else 0)
+
 
 @senders_app.command("resume")
 def senders_resume(name: Annotated[str, typer.Argument(help="Sender name.")]) -> None:

@@ -1,4 +1,8 @@
-"""Exception hierarchy: failures are classified once, at the boundary where they happen."""
+"""The errors wanotify raises on purpose at its boundaries (a job refused, a key reused).
+
+Provider failures are not exceptions: each call returns a result, and what its error code
+means is decided in one table (``providers.policy``).
+"""
 
 from __future__ import annotations
 
@@ -27,38 +31,3 @@ class IdempotencyConflict(WanotifyError):
         super().__init__(
             f"idempotency key {key!r} was already used with a different body (job {existing_id})"
         )
-
-
-class DeliveryError(WanotifyError):
-    """A provider call did not succeed; subclasses say what to do about it."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        http_status: int | None = None,
-        retry_after: float | None = None,
-        details: str | None = None,
-    ):
-        super().__init__(message)
-        self.code = code
-        self.http_status = http_status
-        self.retry_after = retry_after
-        self.details = details
-
-
-class Retryable(DeliveryError):
-    """Transient: the same request may succeed later."""
-
-
-class Throttled(DeliveryError):
-    """A rate limit (per number or per recipient pair): slow down, do not burn an attempt."""
-
-
-class Undeliverable(DeliveryError):
-    """This channel cannot reach the recipient: fall back to the next channel."""
-
-
-class Permanent(DeliveryError):
-    """The request itself is wrong (or the account is blocked): fail the job."""

@@ -26,10 +26,10 @@ from wanotify.compliance.consent import parse_window, quiet_wait_s
 from wanotify.config import SenderConfig, Settings
 from wanotify.core.phones import mask_phone
 from wanotify.delivery import token_watch
-from wanotify.delivery.lanes import AsyncLanes, Pace, Released, Tier, now_ms, parse_entry
+from wanotify.delivery.gate import Pacer
 from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome, claim, decide, record
-from wanotify.delivery.pacing import Pacer
-from wanotify.ops.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
+from wanotify.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
+from wanotify.pacing.lanes import AsyncLanes, Pace, Released, Tier, now_ms, parse_entry
 from wanotify.providers import tokens
 from wanotify.providers.policy import token_refused
 from wanotify.providers.whatsapp import SendResult, send_message

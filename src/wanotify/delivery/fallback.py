@@ -21,7 +21,7 @@ from wanotify.config import get_settings
 from wanotify.core.phones import mask_email, mask_phone
 from wanotify.core.templates import RenderedText
 from wanotify.db import connection_scope
-from wanotify.ops.metrics import SENDS
+from wanotify.metrics import SENDS
 from wanotify.providers.email import send_email
 from wanotify.providers.sms import send_sms
 from wanotify.providers.whatsapp import SendResult

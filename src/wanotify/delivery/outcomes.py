@@ -14,7 +14,7 @@ from wanotify.core.status import sql_before
 from wanotify.db import connection_scope, session_scope
 from wanotify.inbound.apply import apply_pending_for_wamids
 from wanotify.providers.whatsapp import SendResult
-from wanotify.worker import enqueue
+from wanotify.queues import enqueue
 
 # What becomes of a job after one provider call (``decide``); the error-policy table's
 # actions (``providers.policy.Action``) are one input to it.

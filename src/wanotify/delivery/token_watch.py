@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from wanotify.config import SenderConfig, Settings, get_settings
-from wanotify.delivery.lanes import Lanes, paused_key
-from wanotify.ops.metrics import SENDER_PAUSES, TOKEN_ROTATIONS
+from wanotify.metrics import SENDER_PAUSES, TOKEN_ROTATIONS
+from wanotify.pacing.lanes import Lanes, paused_key
 from wanotify.providers.tokens import (
     CHECK_INTERVAL_S,
     FileSource,
@@ -29,8 +29,8 @@ from wanotify.providers.tokens import (
     source,
 )
 from wanotify.providers.whatsapp import SendResult
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
 log = logging.getLogger("wanotify.delivery.token_watch")
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from wanotify.core.status import sql_before, sql_forward, sql_terminal
 from wanotify.db import session_scope
-from wanotify.ops.metrics import ACCEPTED_TO_DELIVERED
+from wanotify.metrics import ACCEPTED_TO_DELIVERED
 
 # A failed report applies while the job is before delivered (core.status).
 _FAILS = f"v.status = 'failed' AND {sql_before('n.status', 'delivered')}"
@@ -59,7 +59,6 @@ APPLY_SQL = text(
     )
     + f"\nRETURNING {APPLY_RETURNING}"
 )
-
 
 
 def observe(what: str, nid: uuid.UUID, secs: float | None, fallback_ids: list[uuid.UUID]) -> None:

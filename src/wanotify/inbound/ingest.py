@@ -36,9 +36,9 @@ from wanotify.inbound.parse import (
     WebhookError,
     parse_webhook,
 )
-from wanotify.ops.metrics import WEBHOOK_LAG
+from wanotify.metrics import WEBHOOK_LAG
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
 log = logging.getLogger("wanotify.ingest")
 

@@ -24,7 +24,7 @@ from wanotify.core.jobs import Accepted, JobBody, parse_job, utcnow
 from wanotify.core.phones import digits
 from wanotify.core.templates import Catalogue, TemplateError
 from wanotify.db import autocommit_scope, session_scope
-from wanotify.delivery.lanes import entry, push_entries
+from wanotify.pacing.lanes import entry, push_entries
 from wanotify.templates.catalogue import get_catalogue
 
 log = logging.getLogger("wanotify.intake")

@@ -15,9 +15,9 @@ from wanotify.campaigns.service import status
 from wanotify.config import get_settings
 from wanotify.core.kinds import KINDS
 from wanotify.db import session_scope
-from wanotify.delivery.lanes import Lanes
+from wanotify.pacing.lanes import Lanes
+from wanotify.queues.names import QUEUES
 from wanotify.redis import get_redis
-from wanotify.worker.queues import QUEUES
 
 
 class LaneCollector:

@@ -7,7 +7,7 @@ from typing import Any
 
 from wanotify.core.phones import digits, mask_phone
 from wanotify.db import connection_scope
-from wanotify.delivery.lanes import entry, push_entries
+from wanotify.pacing.lanes import entry, push_entries
 
 
 class ReplayRefused(Exception):

@@ -100,53 +100,59 @@ def check_sender(
     out.token_fingerprint = tok.fingerprint
     headers = {"Authorization": f"Bearer {tok.value}"}
     base = settings.graph_base
-
-    # 1. the phone number object
     try:
-        r = client.get(f"{base}/{sender.phone_number_id}", params={"fields": PHONE_FIELDS}, headers=headers)
+        phone = client.get(f"{base}/{sender.phone_number_id}", params={"fields": PHONE_FIELDS}, headers=headers)
+        if not _phone_number(out, sender, phone, tok.value):
+            return out  # the token was refused: debug_token with it would say the same
+        debug = client.get(f"{base}/debug_token", params={"input_token": tok.value}, headers=headers)
     except httpx.HTTPError as exc:
         out.problems.append(f"Graph API unreachable: {type(exc).__name__}: {_scrub(str(exc), tok.value)}")
         return out
-    if r.status_code == 200:
-        obj = r.json()
-        out.display_phone_number = obj.get("display_phone_number")
-        out.verified_name = obj.get("verified_name")
-        out.quality_rating = obj.get("quality_rating")
-        out.code_verification_status = obj.get("code_verification_status")
-        out.platform_type = obj.get("platform_type")
-        tp = obj.get("throughput")
-        out.throughput = tp.get("level") if isinstance(tp, dict) else None
-        if sender.display_phone_number and out.display_phone_number:
-            out.number_matches = digits(sender.display_phone_number) == digits(out.display_phone_number)
-            if not out.number_matches:
-                out.problems.append(
-                    f"phone number id {sender.phone_number_id} is {out.display_phone_number},"
-                    f" not the configured {sender.display_phone_number}")
-        if out.quality_rating == "RED":
-            out.warnings.append("quality rating RED: Meta may lower this number's limits")
-        if out.code_verification_status not in (None, "VERIFIED"):
-            out.warnings.append(f"code verification status {out.code_verification_status}")
-    else:
+    _token(out, sender, debug, tok.value, warn_days, now)
+    return out
+
+
+def _phone_number(out: SenderCheck, sender: SenderConfig, r: httpx.Response, secret: str) -> bool:
+    """What ``GET /{phone_number_id}`` says; False when it refused the token."""
+    if r.status_code != 200:
         code, sub, msg = _graph_error(r)
         if token_refused(code, r.status_code):
             out.token_valid = False
             out.problems.append(f"token refused: {tokens.describe_error(code, sub, r.status_code)}:"
-                                f" {_scrub(msg, tok.value)}")
-            return out  # debug_token with the same token would say the same
+                                f" {_scrub(msg, secret)}")
+            return False
         out.problems.append(f"phone number id {sender.phone_number_id} not reachable with this token"
-                            f" ({code}{'/' + str(sub) if sub else ''}): {_scrub(msg, tok.value)}")
+                            f" ({code}{'/' + str(sub) if sub else ''}): {_scrub(msg, secret)}")
+        return True
+    obj = r.json()
+    out.display_phone_number = obj.get("display_phone_number")
+    out.verified_name = obj.get("verified_name")
+    out.quality_rating = obj.get("quality_rating")
+    out.code_verification_status = obj.get("code_verification_status")
+    out.platform_type = obj.get("platform_type")
+    tp = obj.get("throughput")
+    out.throughput = tp.get("level") if isinstance(tp, dict) else None
+    if sender.display_phone_number and out.display_phone_number:
+        out.number_matches = digits(sender.display_phone_number) == digits(out.display_phone_number)
+        if not out.number_matches:
+            out.problems.append(
+                f"phone number id {sender.phone_number_id} is {out.display_phone_number},"
+                f" not the configured {sender.display_phone_number}")
+    if out.quality_rating == "RED":
+        out.warnings.append("quality rating RED: Meta may lower this number's limits")
+    if out.code_verification_status not in (None, "VERIFIED"):
+        out.warnings.append(f"code verification status {out.code_verification_status}")
+    return True
 
-    # 2. the token itself
-    try:
-        r = client.get(f"{base}/debug_token", params={"input_token": tok.value}, headers=headers)
-    except httpx.HTTPError as exc:
-        out.problems.append(f"Graph API unreachable: {type(exc).__name__}: {_scrub(str(exc), tok.value)}")
-        return out
+
+def _token(out: SenderCheck, sender: SenderConfig, r: httpx.Response, secret: str, warn_days: float,
+           now: float) -> None:
+    """What ``GET /debug_token`` says of the token: valid, its expiry, its permissions."""
     if r.status_code != 200:
         code, sub, msg = _graph_error(r)
         out.token_valid = False if token_refused(code, r.status_code) else out.token_valid
-        out.problems.append(f"debug_token failed ({code}{'/' + str(sub) if sub else ''}): {_scrub(msg, tok.value)}")
-        return out
+        out.problems.append(f"debug_token failed ({code}{'/' + str(sub) if sub else ''}): {_scrub(msg, secret)}")
+        return
     data = r.json().get("data") or {}
     out.token_valid = bool(data.get("is_valid"))
     out.token_type = data.get("type")
@@ -158,7 +164,7 @@ def check_sender(
     if not out.token_valid:
         err: dict[str, Any] = data["error"] if isinstance(data.get("error"), dict) else {}
         what = tokens.describe_error(190, err.get("subcode"), None) if err else "access token invalid"
-        out.problems.append(f"token invalid: {what}: {_scrub(str(err.get('message') or ''), tok.value)}".rstrip(": "))
+        out.problems.append(f"token invalid: {what}: {_scrub(str(err.get('message') or ''), secret)}".rstrip(": "))
     elif out.expires_in_days is not None:
         if out.expires_in_days <= 0:
             out.problems.append(f"token expired at {out.expires_at}")
@@ -173,7 +179,6 @@ def check_sender(
         if targets and sender.waba_id not in targets and sender.phone_number_id not in targets:
             out.messaging_scope = False
             out.problems.append(f"token's {MESSAGING_SCOPE} permission does not cover WABA {sender.waba_id}")
-    return out
 
 
 def check_all(

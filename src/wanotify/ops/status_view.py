@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from wanotify.config import get_settings
 from wanotify.db import session_scope
-from wanotify.delivery.lanes import Lanes
+from wanotify.pacing.lanes import Lanes
 from wanotify.redis import get_redis
 
 

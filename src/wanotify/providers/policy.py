@@ -37,7 +37,6 @@ class Policy:
     hold_pair: bool = False  # the (business, consumer) pair limit
 
 
-
 POLICY: dict[int, Policy] = {
     0: Policy("fail", "AuthException", pause_sender=True, token_refused=True),
     1: Policy("retry", "API Unknown"),

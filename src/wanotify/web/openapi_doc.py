@@ -141,6 +141,14 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> None:
             errors.append("413")
         if has_id:
             errors.append("404")
+    errors += _specific(path, method, op, responses)
+    for code in errors:
+        responses.setdefault(code, _error(code))
+
+
+def _specific(path: str, method: str, op: dict[str, Any], responses: dict[str, Any]) -> list[str]:
+    """What one operation documents beyond the generic rules; the extra error codes."""
+    errors: list[str] = []
     key = (method, path)
     if key == ("post", "/v1/notifications"):
         op["requestBody"] = {"required": True, "content": {
@@ -187,8 +195,7 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> None:
         responses["503"] = _json(_OBJECT, "not ready: the failing checks")
     elif key == ("get", "/metrics"):
         responses["200"] = {"description": "Prometheus text format", "content": _TEXT}
-    for code in errors:
-        responses.setdefault(code, _error(code))
+    return errors
 
 
 def install(app: FastAPI) -> None:

@@ -1,12 +1,12 @@
 """What a worker process loads: the Celery app with its tasks and its process wiring.
 
 ``wanotify worker`` runs it; ``celery -A wanotify.worker.main worker`` does the same.
-Producers import ``wanotify.worker.app`` (or nothing of wanotify at all) instead.
+Producers import ``wanotify.queues.app`` (or nothing of wanotify at all) instead.
 """
 
 from __future__ import annotations
 
+from wanotify.queues.app import celery_app
 from wanotify.worker import signals, tasks
-from wanotify.worker.app import celery_app
 
 __all__ = ["celery_app", "signals", "tasks"]

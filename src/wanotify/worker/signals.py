@@ -11,12 +11,12 @@ from celery import signals
 
 from wanotify.config import get_settings
 from wanotify.delivery.runtime import shutdown_runtime
-from wanotify.delivery.sweeper import SweeperThread
 from wanotify.delivery.token_watch import TokenWatcher
-from wanotify.ops.logs import args_summary, setup_logging
-from wanotify.ops.metrics import mark_process_dead, start_worker_metrics
+from wanotify.logs import args_summary, setup_logging
+from wanotify.metrics import mark_process_dead, start_worker_metrics
+from wanotify.queues.names import PERSONAL_ARGS
 from wanotify.worker.memory import trim
-from wanotify.worker.queues import PERSONAL_ARGS
+from wanotify.worker.sweeper import SweeperThread
 
 log = logging.getLogger("wanotify.worker")
 

@@ -22,20 +22,19 @@ from wanotify.campaigns.fanout import (
     tick,
 )
 from wanotify.campaigns.records import CampaignError
-from wanotify.compliance.retention import purge
 from wanotify.config import get_settings
 from wanotify.core.backoff import task_retry_s
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
 from wanotify.core.kinds import KINDS
 from wanotify.delivery.fallback import run_fallback
-from wanotify.delivery.lanes import Lanes
 from wanotify.delivery.runtime import get_runtime
 from wanotify.inbound.ingest import free_kick_slot, ingest_inbox, kick_ingest
 from wanotify.intake.service import notify, record_rejected
-from wanotify.redis import get_redis
-from wanotify.worker import enqueue
-from wanotify.worker.app import celery_app
-from wanotify.worker.queues import (
+from wanotify.pacing.lanes import Lanes
+from wanotify.privacy.retention import purge
+from wanotify.queues import enqueue
+from wanotify.queues.app import celery_app
+from wanotify.queues.names import (
     TASK_CAMPAIGN_FANOUT,
     TASK_CAMPAIGNS_TICK,
     TASK_DISPATCH,
@@ -44,6 +43,7 @@ from wanotify.worker.queues import (
     TASK_NOTIFY,
     TASK_PURGE,
 )
+from wanotify.redis import get_redis
 
 log = logging.getLogger("wanotify.tasks")
 

@@ -202,11 +202,11 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     from sqlalchemy import text
 
     from wanotify.db import session_scope
-    from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import wait_worker
     from wanotify.intake.service import notify, notify_many
+    from wanotify.pacing.lanes import prefix
+    from wanotify.queues.enqueue import dispatch as kick
     from wanotify.redis import get_redis
-    from wanotify.worker.enqueue import dispatch as kick
 
     # The whole backlog is in place before the numbers start: every sender's dispatch is
     # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.

@@ -125,11 +125,11 @@ class PgCpu:
 def run_wanotify_send(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], n: int,
                       workers: int = 1, timeout: float = 300.0) -> Drain:
     """Jobs committed and waiting; then the workers start and drain them into the sandbox."""
-    from wanotify.delivery.lanes import prefix
     from wanotify.devtools.procs import wait_worker
     from wanotify.intake.service import notify_many
+    from wanotify.pacing.lanes import prefix
+    from wanotify.queues.enqueue import dispatch as kick
     from wanotify.redis import get_redis
-    from wanotify.worker.enqueue import dispatch as kick
 
     r = get_redis()
     for s in senders:

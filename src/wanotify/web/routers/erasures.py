@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from wanotify.accounts.api_keys import KeyRecord
-from wanotify.compliance.erasure import erase
 from wanotify.core.phones import normalize_e164
+from wanotify.privacy.erasure import erase
 from wanotify.web.auth import unscoped
 from wanotify.web.errors import field_error, read_object
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from wanotify.accounts.api_keys import KeyRecord, KeyRejected, scope_job
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
 from wanotify.intake.service import notify_many, prepare
-from wanotify.ops.metrics import JOBS_ACCEPTED, JOBS_REJECTED
+from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.ops.views import notification_view
 from wanotify.web.auth import ApiKey, authorize, scoped
 from wanotify.web.errors import (

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wanotify.inbound.ingest import spool_webhook
 from wanotify.inbound.parse import verify_signature
-from wanotify.ops.metrics import WEBHOOKS
+from wanotify.metrics import WEBHOOKS
 from wanotify.web.errors import (
     MAX_WEBHOOK_BYTES,
     ApiError,

@@ -24,6 +24,8 @@ import os
 import sqlalchemy as sa
 from alembic import op
 
+from wanotify.config import get_settings
+
 revision = "0007"
 down_revision = "0006"
 branch_labels = None
@@ -31,9 +33,7 @@ depends_on = None
 
 
 def _key(conn: sa.Connection) -> bytes:
-    """The key privacy.hash_key() will use: the setting, else the one generated above."""
-    from wanotify.config import get_settings
-
+    """The key compliance.hashing.hash_key() will use: the setting, else the one generated above."""
     s = get_settings().pii_hash_key
     if s is not None and s.get_secret_value():
         return s.get_secret_value().encode()

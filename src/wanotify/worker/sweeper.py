@@ -18,18 +18,18 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from wanotify.campaigns.fanout import tick
-from wanotify.compliance.retention import wipe_otp_codes
 from wanotify.config import get_settings
 from wanotify.core.phones import digits
 from wanotify.db import session_scope
 from wanotify.delivery.fallback import due_for_deadline, stale_running
-from wanotify.delivery.lanes import Lanes, entry, kick_lane, push_entries
 from wanotify.inbound.apply import reconcile_unmatched
 from wanotify.inbound.ingest import drain_spool, pending_inbox_ids
+from wanotify.pacing.lanes import Lanes, entry, kick_lane, push_entries
+from wanotify.privacy.retention import wipe_otp_codes
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
-log = logging.getLogger("wanotify.delivery.sweeper")
+log = logging.getLogger("wanotify.worker.sweeper")
 
 LOCK_KEY = "wn:sweeper:lock"
 

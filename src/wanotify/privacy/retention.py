@@ -29,7 +29,7 @@ from wanotify.config import RETENTION_KINDS, get_settings
 from wanotify.core.kinds import KINDS
 from wanotify.db import connection_scope, session_scope
 
-log = logging.getLogger("wanotify.compliance.retention")
+log = logging.getLogger("wanotify.privacy.retention")
 
 BATCH = 1000
 __all__ = ["BATCH", "RETENTION_KINDS", "Report", "Row", "anonymise_sql", "count_otp_due", "purge",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from wanotify.worker.app import celery_app
-from wanotify.worker.queues import (
+from wanotify.queues.app import celery_app
+from wanotify.queues.names import (
     BULK,
     FALLBACK,
     INGEST,

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from wanotify.config import get_settings
-from wanotify.ops.logs import args_summary
-from wanotify.worker.queues import (
+from wanotify.logs import args_summary
+from wanotify.queues.names import (
     BULK,
     PERSONAL_ARGS,
     QUEUES,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from wanotify.delivery.lanes import now_ms
+from wanotify.pacing.lanes import now_ms
 
 
 class Pacer:

@@ -22,8 +22,8 @@ import redis.asyncio as aredis
 
 from wanotify.config import SenderConfig, Settings
 from wanotify.core.kinds import LANE_FOR_KIND, LANE_NAMES
+from wanotify.queues import enqueue
 from wanotify.redis import get_redis
-from wanotify.worker import enqueue
 
 KICK_TTL_MS = 5_000
 SENDERS_KEY = "wn:senders"

@@ -18,16 +18,16 @@ import phonenumbers
 from sqlalchemy import text
 
 from wanotify.compliance.hashing import hmac_pads, phone_hash, pseudonym
-from wanotify.compliance.retention import RANDOM_MARK, anonymise_sql
 from wanotify.config import get_settings
 from wanotify.core.kinds import LANE_FOR_KIND
 from wanotify.core.phones import digits, mask_phone, normalize_e164
 from wanotify.db import get_engine, session_scope
-from wanotify.delivery.lanes import Tier, entry, prefix
 from wanotify.inbound.ingest import ingest_inbox
+from wanotify.pacing.lanes import Tier, entry, prefix
+from wanotify.privacy.retention import RANDOM_MARK, anonymise_sql
 from wanotify.redis import get_redis
 
-log = logging.getLogger("wanotify.compliance.erasure")
+log = logging.getLogger("wanotify.privacy.erasure")
 
 
 _ERASE_CANCEL = """

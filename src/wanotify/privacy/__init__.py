@@ -1,0 +1,1 @@
+"""Retention (the hourly purge) and erasure of one person, across every table and Redis."""
