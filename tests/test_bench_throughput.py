@@ -30,7 +30,8 @@ def test_steady_rate_ignores_ramp_and_tail() -> None:
 
 
 def test_status_posts_are_signed_meta_bodies() -> None:
-    from wanotify.inbound.parse import parse_webhook, verify_signature
+    from wanotify.inbound.parse import parse_webhook
+    from wanotify.inbound.signature import verify_signature
 
     posts = status_posts([(f"wamid.{i}", f"9198{i:08d}") for i in range(25)], 10, "s3cret", "123", "read")
     assert len(posts) == 3

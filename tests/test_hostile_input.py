@@ -35,7 +35,7 @@ from starlette.testclient import TestClient
 from conftest import FUZZ_COUNTS, Stack, hold_kick_slots
 from test_webhook_parse import json_values, mutated_fixtures
 from wanotify.core.status import RANK, advances
-from wanotify.inbound.parse import sign
+from wanotify.inbound.signature import sign
 
 SECRET = "test-app-secret"
 DATA = Path(__file__).parent / "data" / "webhooks"

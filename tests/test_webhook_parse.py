@@ -30,9 +30,8 @@ from wanotify.inbound.parse import (
     ValueLevelError,
     WebhookError,
     parse_webhook,
-    sign,
-    verify_signature,
 )
+from wanotify.inbound.signature import sign, verify_signature
 
 DATA = Path(__file__).parent / "data" / "webhooks"
 FIXTURES = sorted(p.name for p in DATA.glob("*.json"))

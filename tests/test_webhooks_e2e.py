@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from conftest import Stack, wait_for
-from wanotify.inbound.parse import sign
+from wanotify.inbound.signature import sign
 
 pytestmark = pytest.mark.slow
 

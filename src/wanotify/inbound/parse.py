@@ -1,7 +1,7 @@
 """Parse Meta's WhatsApp Business Account webhooks into typed events.
 
 Pure logic: no database, no network. The web app verifies the signature
-(:func:`verify_signature`) over the exact raw body, stores it and enqueues an
+(``inbound.signature``) over the exact raw body, stores it and enqueues an
 ingest task; the ingest task calls :func:`parse_webhook` and writes the result.
 
 Shape of every body Meta sends for the WhatsApp Business Account object::
@@ -39,15 +39,29 @@ models. About 150,000 statuses/s from raw bytes on one core (see the tests).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
-from wanotify.core.status import RANK
+from wanotify.inbound.events import (
+    ACCOUNT_FIELDS,
+    KNOWN_STATUSES,
+    STATUS_RANK,
+    TEMPLATE_FIELDS,
+    WABA_OBJECT,
+    AccountEvent,
+    ErrorDetail,
+    InboundMessage,
+    OtherChange,
+    ParsedWebhook,
+    PreferenceEvent,
+    StatusUpdate,
+    TemplateEvent,
+    ValueLevelError,
+    WebhookError,
+)
+from wanotify.inbound.values import Bad, as_id, as_str, unix, unix_or_none
 
 __all__ = [
     "ACCOUNT_FIELDS",
@@ -66,326 +80,21 @@ __all__ = [
     "ValueLevelError",
     "WebhookError",
     "parse_webhook",
-    "sign",
-    "verify_signature",
 ]
-
-WABA_OBJECT = "whatsapp_business_account"
-
-#: The forward-only status order of a notification (``core.status``); ``failed`` is
-#: deliberately absent: it is not a rung of the ladder.
-STATUS_RANK: dict[str, int] = RANK
-
-#: Status values Meta documents for ``statuses[].status``. Any other string is
-#: kept as received (Meta adds values over time), never rejected.
-KNOWN_STATUSES: frozenset[str] = frozenset(
-    {"sent", "delivered", "read", "failed", "deleted", "warning", "played"}
-)
-
-#: ``field`` values parsed into :class:`TemplateEvent`.
-TEMPLATE_FIELDS: dict[str, Literal["status", "quality", "category"]] = {
-    "message_template_status_update": "status",
-    "message_template_quality_update": "quality",
-    "template_category_update": "category",
-}
-
-#: ``field`` values parsed into :class:`AccountEvent` (kept generic).
-ACCOUNT_FIELDS: frozenset[str] = frozenset(
-    {
-        "account_update",
-        "account_alerts",
-        "account_review_update",
-        "phone_number_quality_update",
-        "phone_number_name_update",
-        "business_capability_update",
-        "security",
-    }
-)
 
 # Fields whose ``value`` has the messaging shape (metadata, contacts, lists).
 _MESSAGING_FIELDS = frozenset({"messages", "user_preferences"})
 _MESSAGING_KEYS = ("statuses", "messages", "errors", "user_preferences")
 _MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
-_MAX_UNIX = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can hold
-_SIG_PREFIX = "sha256="
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class WebhookError(ValueError):
-    """The body is not a WhatsApp Business Account webhook at all.
-
-    ``path`` is a JSON path (``$``, ``$.object``, ``$.entry``) and ``reason``
-    says what is wrong there; ``str(exc)`` is ``"<path>: <reason>"``.
-    """
-
-    def __init__(self, reason: str, path: str = "$") -> None:
-        super().__init__(f"{path}: {reason}")
-        self.reason = reason
-        self.path = path
-
-
-class _Bad(Exception):
-    """An item inside a valid body is malformed; ``sub`` extends the item's path."""
-
-    def __init__(self, reason: str, sub: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.sub = sub
-
-
-# --------------------------------------------------------------------------- models
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ErrorDetail(_Frozen):
-    """One element of an ``errors`` array (status, message or value level)."""
-
-    code: int
-    title: str | None = None
-    message: str | None = None
-    details: str | None = None  # error_data.details
-    href: str | None = None
-
-
-class ValueLevelError(ErrorDetail):
-    """An error reported at ``value.errors`` (not tied to one message), with the
-    business phone number it concerns (e.g. 130429 rate limit hit)."""
-
-    phone_number_id: str | None = None
-    display_phone_number: str | None = None
-    waba_id: str | None = None
-
-
-class StatusUpdate(_Frozen):
-    """A delivery status of a message we sent (``value.statuses[]``)."""
-
-    wamid: str
-    #: ``sent``, ``delivered``, ``read``, ``failed``, ``deleted``, ``warning``,
-    #: ``played`` ... any other string Meta sends is kept as is.
-    status: str
-    timestamp: datetime  # UTC
-    #: The user's phone number (digits, as Meta sends it). Meta omits it for
-    #: some users who adopted a username; ``recipient_user_id`` is then set.
-    recipient_id: str | None = None
-    recipient_user_id: str | None = None  # business-scoped user id (BSUID)
-    phone_number_id: str | None = None
-    display_phone_number: str | None = None
-    waba_id: str | None = None
-    errors: list[ErrorDetail] = Field(default_factory=list)
-    pricing: dict[str, Any] | None = None
-    conversation: dict[str, Any] | None = None
-    biz_opaque_callback_data: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def rank(self) -> int | None:
-        """Position in :data:`STATUS_RANK`; ``None`` for ``failed`` and others."""
-        return STATUS_RANK.get(self.status)
-
-    @property
-    def error_code(self) -> int | None:
-        return self.errors[0].code if self.errors else None
-
-    @property
-    def pricing_category(self) -> str | None:
-        return _str(self.pricing.get("category")) if self.pricing else None
-
-    @property
-    def pricing_model(self) -> str | None:
-        return _str(self.pricing.get("pricing_model")) if self.pricing else None
-
-    @property
-    def pricing_type(self) -> str | None:
-        """``regular`` / ``free_customer_service`` / ``free_entry_point`` (PMP)."""
-        return _str(self.pricing.get("type")) if self.pricing else None
-
-    @property
-    def billable(self) -> bool | None:
-        value = self.pricing.get("billable") if self.pricing else None
-        return value if isinstance(value, bool) else None
-
-    @property
-    def conversation_id(self) -> str | None:
-        return _str(self.conversation.get("id")) if self.conversation else None
-
-    @property
-    def conversation_origin(self) -> str | None:
-        origin = self.conversation.get("origin") if self.conversation else None
-        return _str(origin.get("type")) if isinstance(origin, dict) else None
-
-    @property
-    def conversation_expires_at(self) -> datetime | None:
-        if not self.conversation:
-            return None
-        return _unix_or_none(self.conversation.get("expiration_timestamp"))
-
-
-class InboundMessage(_Frozen):
-    """A message a WhatsApp user sent to us (``value.messages[]``)."""
-
-    wamid: str
-    #: Sender in E.164 with ``+``; ``None`` when Meta withholds the number
-    #: (username users, ``user_changed_user_id`` system messages).
-    from_number: str | None
-    from_user_id: str | None = None  # business-scoped user id (BSUID)
-    profile_name: str | None = None  # contacts[].profile.name of the sender
-    timestamp: datetime  # UTC
-    type: str
-    #: text.body, button.text, interactive reply title, reaction emoji ("" or
-    #: None when the user removed a reaction), media caption, system body,
-    #: order text.
-    text: str | None = None
-    #: button.payload, interactive reply id, flow response_json.
-    payload: str | None = None
-    #: The wamid this message answers: context.id (reply, button click) or,
-    #: for a reaction, the reacted message.
-    context_wamid: str | None = None
-    media_id: str | None = None
-    phone_number_id: str | None = None
-    display_phone_number: str | None = None
-    waba_id: str | None = None
-    errors: list[ErrorDetail] = Field(default_factory=list)
-    raw: dict[str, Any] = Field(default_factory=dict)
-
-
-class TemplateEvent(_Frozen):
-    """Template lifecycle: status (APPROVED, REJECTED, PAUSED, DISABLED, ...),
-    quality score (GREEN/YELLOW/RED) or category change."""
-
-    kind: Literal["status", "quality", "category"]
-    template_id: str | None = None
-    name: str | None = None
-    language: str | None = None
-    #: status: ``event``; quality: ``new_quality_score``; category: ``new_category``.
-    event: str
-    #: quality: ``previous_quality_score``; category: ``previous_category``.
-    previous: str | None = None
-    #: status: ``reason`` (``NONE``, ``INVALID_FORMAT``, ... or None).
-    reason: str | None = None
-    #: status: ``message_template_category``; category: ``correct_category``.
-    category: str | None = None
-    #: status: ``other_info.title`` (FIRST_PAUSE, ...) or ``rejection_info.reason``.
-    detail: str | None = None
-    waba_id: str | None = None
-    timestamp: datetime | None = None  # entry.time
-    raw: dict[str, Any] = Field(default_factory=dict)
-
-
-class AccountEvent(_Frozen):
-    """Account / phone-number events, kept generic (``value`` is in ``raw``)."""
-
-    field: str
-    #: ``value.event`` (account_update, phone_number_quality_update),
-    #: ``alert_info.alert_type`` (account_alerts), ``decision`` (review).
-    event: str | None = None
-    display_phone_number: str | None = None
-    entity_id: str | None = None  # account_alerts
-    waba_id: str | None = None
-    timestamp: datetime | None = None  # entry.time
-    raw: dict[str, Any] = Field(default_factory=dict)
-
-
-class PreferenceEvent(_Frozen):
-    """A user stopped or resumed marketing messages (``user_preferences``)."""
-
-    wa_id: str | None = None
-    phone_number: str | None = None  # wa_id in E.164 with "+"
-    user_id: str | None = None  # business-scoped user id (BSUID)
-    category: str | None = None  # "marketing_messages"
-    value: str  # "stop" / "resume" (other strings kept)
-    detail: str | None = None
-    timestamp: datetime
-    phone_number_id: str | None = None
-    display_phone_number: str | None = None
-    waba_id: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict)
-
-
-class OtherChange(_Frozen):
-    """A change we do not model (unknown ``field`` or unmodelled content)."""
-
-    field: str | None
-    waba_id: str | None = None
-    timestamp: datetime | None = None
-    value: Any = None
-
-
-class ParsedWebhook(_Frozen):
-    statuses: list[StatusUpdate] = Field(default_factory=list)
-    messages: list[InboundMessage] = Field(default_factory=list)
-    templates: list[TemplateEvent] = Field(default_factory=list)
-    preferences: list[PreferenceEvent] = Field(default_factory=list)
-    account: list[AccountEvent] = Field(default_factory=list)
-    other: list[OtherChange] = Field(default_factory=list)
-    value_errors: list[ValueLevelError] = Field(default_factory=list)
-    #: ``"<json path>: <reason>"`` for every item skipped (or partly dropped).
-    problems: list[str] = Field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.statuses
-            or self.messages
-            or self.templates
-            or self.preferences
-            or self.account
-            or self.other
-            or self.value_errors
-        )
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _str(value: object) -> str | None:
-    """A string field: strings only."""
-    return value if type(value) is str else None
-
-
-def _sid(value: object) -> str | None:
-    """An id field: strings, or integers (Meta sends template ids as numbers)."""
-    if type(value) is str:
-        return value
-    if type(value) is int:
-        return str(value)
-    return None
-
-
-def _unix(value: object, name: str) -> datetime:
-    """Unix seconds (digit string or integer) to an aware UTC datetime."""
-    if type(value) is str:
-        if not (0 < len(value) <= 12 and value.isascii() and value.isdigit()):
-            raise _Bad(f"{name} is not unix seconds: {value[:40]!r}", f".{name}")
-        seconds = int(value)
-    elif type(value) is int:
-        seconds = value
-    elif value is None:
-        raise _Bad(f"missing {name}", f".{name}")
-    else:
-        raise _Bad(f"{name} is not unix seconds ({type(value).__name__})", f".{name}")
-    if not 0 <= seconds <= _MAX_UNIX:
-        raise _Bad(f"{name} out of range: {seconds}", f".{name}")
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _unix_or_none(value: object) -> datetime | None:
-    try:
-        return _unix(value, "timestamp")
-    except _Bad:
-        return None
 
 
 def _required_str(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
     if type(value) is not str or not value:
         if value is None:
-            raise _Bad(f"missing {key!r}", f".{key}")
-        raise _Bad(f"{key!r} is not a non-empty string", f".{key}")
+            raise Bad(f"missing {key!r}", f".{key}")
+        raise Bad(f"{key!r} is not a non-empty string", f".{key}")
     return value
 
 
@@ -396,7 +105,7 @@ def _e164(value: object) -> str:
         if 0 < len(digits) <= 20 and digits.isascii() and digits.isdigit():
             return "+" + digits
     shown = repr(value[:40]) if type(value) is str else f"a {type(value).__name__}"
-    raise _Bad(f"'from' is not a phone number: {shown}", ".from")
+    raise Bad(f"'from' is not a phone number: {shown}", ".from")
 
 
 def _dict_or_none(value: object) -> dict[str, Any] | None:
@@ -455,10 +164,10 @@ class _Parser:
             if type(entry) is not dict:
                 self.problem(path, f"entry is not an object ({type(entry).__name__})")
                 continue
-            waba_id = _sid(entry.get("id"))
+            waba_id = as_id(entry.get("id"))
             if waba_id is None:
                 self.problem(f"{path}.id", "missing WhatsApp Business Account id")
-            time = _unix_or_none(entry.get("time")) if "time" in entry else None
+            time = unix_or_none(entry.get("time")) if "time" in entry else None
             changes = entry.get("changes")
             if type(changes) is not list:
                 self.problem(f"{path}.changes", "missing or not an array")
@@ -506,8 +215,8 @@ class _Parser:
     ) -> None:
         metadata = value.get("metadata")
         if type(metadata) is dict:
-            phone_number_id = _sid(metadata.get("phone_number_id"))
-            display = _sid(metadata.get("display_phone_number"))
+            phone_number_id = as_id(metadata.get("phone_number_id"))
+            display = as_id(metadata.get("display_phone_number"))
         else:
             phone_number_id = display = None
         ctx = (phone_number_id, display, waba_id)
@@ -567,14 +276,14 @@ class _Parser:
                 self.problem(f"{path}[{k}].code", "missing or not an integer")
                 continue
             data = err.get("error_data")
-            details = _str(data.get("details")) if type(data) is dict else None
+            details = as_str(data.get("details")) if type(data) is dict else None
             out.append(
                 ErrorDetail(
                     code=code,
-                    title=_str(err.get("title")),
-                    message=_str(err.get("message")),
+                    title=as_str(err.get("title")),
+                    message=as_str(err.get("message")),
                     details=details,
-                    href=_str(err.get("href")),
+                    href=as_str(err.get("href")),
                 )
             )
         return out
@@ -587,7 +296,7 @@ class _Parser:
         for k, st in enumerate(statuses):
             try:
                 append(status(st, path, k, ctx))
-            except _Bad as bad:
+            except Bad as bad:
                 self.problem(f"{path}[{k}]{bad.sub}", bad.reason)
             except Exception as exc:
                 self.problem(f"{path}[{k}]", f"unexpected {type(exc).__name__}: {exc}"[:300])
@@ -596,7 +305,7 @@ class _Parser:
         self, st: object, path: str, k: int, ctx: tuple[str | None, str | None, str | None]
     ) -> StatusUpdate:
         if type(st) is not dict:
-            raise _Bad(f"status is not an object ({type(st).__name__})")
+            raise Bad(f"status is not an object ({type(st).__name__})")
         wamid = st.get("id")
         if type(wamid) is not str or not wamid:
             wamid = _required_str(st, "id")  # raises with the precise reason
@@ -606,7 +315,7 @@ class _Parser:
         raw_ts = st.get("timestamp")
         timestamp = self.ts_cache.get(raw_ts) if type(raw_ts) is str else None
         if timestamp is None:
-            timestamp = _unix(raw_ts, "timestamp")
+            timestamp = unix(raw_ts, "timestamp")
             if type(raw_ts) is str:
                 self.ts_cache[raw_ts] = timestamp
         errors = st.get("errors")
@@ -616,15 +325,15 @@ class _Parser:
             wamid=wamid,
             status=status,
             timestamp=timestamp,
-            recipient_id=_sid(st.get("recipient_id")),
-            recipient_user_id=_str(st.get("recipient_user_id")),
+            recipient_id=as_id(st.get("recipient_id")),
+            recipient_user_id=as_str(st.get("recipient_user_id")),
             phone_number_id=ctx[0],
             display_phone_number=ctx[1],
             waba_id=ctx[2],
             errors=[] if errors is None else self.errors(errors, f"{path}[{k}].errors"),
             pricing=pricing if type(pricing) is dict else None,
             conversation=conversation if type(conversation) is dict else None,
-            biz_opaque_callback_data=_str(st.get("biz_opaque_callback_data")),
+            biz_opaque_callback_data=as_str(st.get("biz_opaque_callback_data")),
             raw=st,
         )
 
@@ -642,11 +351,11 @@ class _Parser:
                 if type(contact) is not dict:
                     continue
                 profile = contact.get("profile")
-                name = _str(profile.get("name")) if type(profile) is dict else None
+                name = as_str(profile.get("name")) if type(profile) is dict else None
                 if name is None:
                     continue
                 for key in ("wa_id", "user_id"):
-                    ident = _str(contact.get(key))
+                    ident = as_str(contact.get(key))
                     if ident:
                         names[ident] = name
             if len(contacts) == 1 and names:
@@ -654,7 +363,7 @@ class _Parser:
         for k, msg in enumerate(messages):
             try:
                 self.messages.append(self.message(msg, f"{path}[{k}]", ctx, names, sole))
-            except _Bad as bad:
+            except Bad as bad:
                 self.problem(f"{path}[{k}]{bad.sub}", bad.reason)
             except Exception as exc:
                 self.problem(f"{path}[{k}]", f"unexpected {type(exc).__name__}: {exc}"[:300])
@@ -668,13 +377,13 @@ class _Parser:
         sole: str | None,
     ) -> InboundMessage:
         if type(msg) is not dict:
-            raise _Bad(f"message is not an object ({type(msg).__name__})")
+            raise Bad(f"message is not an object ({type(msg).__name__})")
         wamid = _required_str(msg, "id")
-        timestamp = _unix(msg.get("timestamp"), "timestamp")
+        timestamp = unix(msg.get("timestamp"), "timestamp")
         mtype = _required_str(msg, "type")
         raw_from = msg.get("from")
         from_number = None if raw_from is None else _e164(raw_from)
-        from_user_id = _str(msg.get("from_user_id"))
+        from_user_id = as_str(msg.get("from_user_id"))
         profile_name = (
             (names.get(raw_from) if type(raw_from) is str else None)
             or (names.get(from_user_id) if from_user_id else None)
@@ -688,31 +397,31 @@ class _Parser:
         body = _dict_or_none(msg.get(mtype))
         if body is not None:
             if mtype == "text":
-                text = _str(body.get("body"))
+                text = as_str(body.get("body"))
             elif mtype == "button":  # quick-reply button of a template
-                text = _str(body.get("text"))
-                payload = _str(body.get("payload"))
+                text = as_str(body.get("text"))
+                payload = as_str(body.get("payload"))
             elif mtype == "interactive":
                 itype = body.get("type")
                 reply = _dict_or_none(body.get(itype)) if type(itype) is str else None
                 if reply is not None:
                     if itype == "nfm_reply":  # WhatsApp Flows response
-                        text = _str(reply.get("body"))
-                        payload = _str(reply.get("response_json"))
+                        text = as_str(reply.get("body"))
+                        payload = as_str(reply.get("response_json"))
                     else:  # button_reply, list_reply
-                        text = _str(reply.get("title"))
-                        payload = _sid(reply.get("id"))
+                        text = as_str(reply.get("title"))
+                        payload = as_id(reply.get("id"))
             elif mtype == "reaction":
-                text = _str(body.get("emoji"))
-                reacted = _str(body.get("message_id"))
+                text = as_str(body.get("emoji"))
+                reacted = as_str(body.get("message_id"))
             elif mtype in _MEDIA_TYPES:
-                text = _str(body.get("caption"))
-                media_id = _sid(body.get("id"))
+                text = as_str(body.get("caption"))
+                media_id = as_id(body.get("id"))
             elif mtype == "system" or mtype == "order":
-                text = _str(body.get("body" if mtype == "system" else "text"))
+                text = as_str(body.get("body" if mtype == "system" else "text"))
 
         context = _dict_or_none(msg.get("context"))
-        context_wamid = _str(context.get("id")) if context is not None else None
+        context_wamid = as_str(context.get("id")) if context is not None else None
 
         errors = msg.get("errors")
         return InboundMessage(
@@ -740,27 +449,27 @@ class _Parser:
             ppath = f"{path}[{k}]"
             try:
                 if type(pref) is not dict:
-                    raise _Bad(f"preference is not an object ({type(pref).__name__})")
-                wa_id = _str(pref.get("wa_id"))
-                user_id = _str(pref.get("user_id"))
+                    raise Bad(f"preference is not an object ({type(pref).__name__})")
+                wa_id = as_str(pref.get("wa_id"))
+                user_id = as_str(pref.get("user_id"))
                 if not wa_id and not user_id:
-                    raise _Bad("missing 'wa_id' (and 'user_id')", ".wa_id")
+                    raise Bad("missing 'wa_id' (and 'user_id')", ".wa_id")
                 self.preferences.append(
                     PreferenceEvent(
                         wa_id=wa_id,
                         phone_number=_e164(wa_id) if wa_id else None,
                         user_id=user_id,
-                        category=_str(pref.get("category")),
+                        category=as_str(pref.get("category")),
                         value=_required_str(pref, "value"),
-                        detail=_str(pref.get("detail")),
-                        timestamp=_unix(pref.get("timestamp"), "timestamp"),
+                        detail=as_str(pref.get("detail")),
+                        timestamp=unix(pref.get("timestamp"), "timestamp"),
                         phone_number_id=ctx[0],
                         display_phone_number=ctx[1],
                         waba_id=ctx[2],
                         raw=pref,
                     )
                 )
-            except _Bad as bad:
+            except Bad as bad:
                 sub = ".wa_id" if bad.sub == ".from" else bad.sub
                 self.problem(f"{ppath}{sub}", bad.reason.replace("'from'", "'wa_id'"))
             except Exception as exc:
@@ -786,31 +495,31 @@ class _Parser:
         try:
             if kind == "status":
                 event = _required_str(value, "event")
-                reason = _str(value.get("reason"))
-                category = _str(value.get("message_template_category"))
+                reason = as_str(value.get("reason"))
+                category = as_str(value.get("message_template_category"))
                 other_info = _dict_or_none(value.get("other_info"))
                 rejection = _dict_or_none(value.get("rejection_info"))
                 if other_info is not None:
-                    detail = _str(other_info.get("title"))
+                    detail = as_str(other_info.get("title"))
                 elif rejection is not None:
-                    detail = _str(rejection.get("reason"))
+                    detail = as_str(rejection.get("reason"))
             elif kind == "quality":
                 event = _required_str(value, "new_quality_score")
-                previous = _str(value.get("previous_quality_score"))
+                previous = as_str(value.get("previous_quality_score"))
             else:
                 event = _required_str(value, "new_category")
-                previous = _str(value.get("previous_category"))
-                category = _str(value.get("correct_category"))
-        except _Bad as bad:
+                previous = as_str(value.get("previous_category"))
+                category = as_str(value.get("correct_category"))
+        except Bad as bad:
             self.problem(f"{vpath}{bad.sub}", f"{bad.reason}; kept as other")
             self.other.append(_other(field, waba_id, time, value))
             return
         self.templates.append(
             TemplateEvent(
                 kind=kind,
-                template_id=_sid(value.get("message_template_id")),
-                name=_str(value.get("message_template_name")),
-                language=_str(value.get("message_template_language")),
+                template_id=as_id(value.get("message_template_id")),
+                name=as_str(value.get("message_template_name")),
+                language=as_str(value.get("message_template_language")),
                 event=event,
                 previous=previous,
                 reason=reason,
@@ -831,19 +540,19 @@ class _Parser:
             self.problem(f"{path}.value", f"{field} value is not an object; kept as other")
             self.other.append(_other(field, waba_id, time, value))
             return
-        event = _str(value.get("event"))
+        event = as_str(value.get("event"))
         if event is None:
             alert = _dict_or_none(value.get("alert_info"))
             if alert is not None:
-                event = _str(alert.get("alert_type"))
+                event = as_str(alert.get("alert_type"))
             else:
-                event = _str(value.get("decision"))
+                event = as_str(value.get("decision"))
         self.account.append(
             AccountEvent(
                 field=field,
                 event=event,
-                display_phone_number=_sid(value.get("display_phone_number")),
-                entity_id=_sid(value.get("entity_id")),
+                display_phone_number=as_id(value.get("display_phone_number")),
+                entity_id=as_id(value.get("entity_id")),
                 waba_id=waba_id,
                 timestamp=time,
                 raw=value,
@@ -903,41 +612,3 @@ def parse_webhook(body: bytes | bytearray | memoryview | str | dict[str, Any]) -
     parser = _Parser()
     parser.body(doc)
     return parser.result()
-
-
-def _key(app_secret: bytes | str) -> bytes:
-    return app_secret.encode("utf-8") if isinstance(app_secret, str) else bytes(app_secret)
-
-
-def sign(app_secret: bytes | str, body: bytes) -> str:
-    """``X-Hub-Signature-256`` value for ``body``: ``"sha256=<lowercase hex>"``."""
-    key = _key(app_secret)
-    if not key:
-        raise ValueError("app secret is empty")
-    return _SIG_PREFIX + hmac.new(key, bytes(body), hashlib.sha256).hexdigest()
-
-
-def verify_signature(app_secret: bytes | str, body: bytes, header: str | None) -> bool:
-    """Check Meta's ``X-Hub-Signature-256`` header against the exact raw body.
-
-    HMAC-SHA256 keyed with the app secret, compared in constant time with
-    :func:`hmac.compare_digest`. Returns ``False`` (never raises) for a missing
-    or malformed header, a wrong prefix, an empty secret or a non-bytes body.
-    The comparison is exact: Meta sends ``sha256=`` and lowercase hex.
-    """
-    try:
-        if type(header) is not str or not header.startswith(_SIG_PREFIX):
-            return False
-        if len(header) != len(_SIG_PREFIX) + 64:
-            return False
-        if not isinstance(body, bytes | bytearray | memoryview):
-            return False
-        if not isinstance(app_secret, bytes | bytearray | str):
-            return False
-        key = _key(app_secret)
-        if not key:
-            return False
-        expected = sign(key, bytes(body)).encode("ascii")
-        return hmac.compare_digest(expected, header.encode("utf-8", "replace"))
-    except Exception:
-        return False

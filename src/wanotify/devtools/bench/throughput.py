@@ -356,7 +356,7 @@ def status_posts(targets: list[tuple[str, str]], per_post: int, secret: str, pni
     """Signed webhook bodies in Meta's shape, ``per_post`` statuses each."""
     import orjson
 
-    from wanotify.inbound.parse import sign
+    from wanotify.inbound.signature import sign
 
     out = []
     ts = str(int(time.time()) + ts_offset)

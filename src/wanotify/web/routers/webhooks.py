@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from wanotify.inbound.ingest import spool_webhook
-from wanotify.inbound.parse import verify_signature
+from wanotify.inbound.signature import verify_signature
 from wanotify.metrics import WEBHOOKS
 from wanotify.web.errors import (
     MAX_WEBHOOK_BYTES,
