@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from starlette.testclient import TestClient
 
 from wanotify.config import SenderConfig, Settings
+from wanotify.delivery import token_watch
 from wanotify.providers import tokens
-from wanotify.providers.policy import classify
+from wanotify.providers.policy import classify, token_refused
 from wanotify.providers.whatsapp import parse_response
 
 PNID, WABA = "300000000000001", "300000000000099"
@@ -84,8 +85,8 @@ def test_refused_tokens_pause_the_sender() -> None:
                                  "fbtrace_id": "Abc"}}).encode()
     res = parse_response(401, body, 1.0, None)
     assert (res.error_code, res.error_subcode, res.policy.pause_sender) == (190, 463, True)
-    assert tokens.is_token_error(190, 401) and tokens.is_token_error(None, 401)
-    assert not tokens.is_token_error(131042, 400)
+    assert token_refused(190, 401) and token_refused(None, 401)
+    assert not token_refused(131042, 400)
     assert tokens.describe_error(190, 463, 401) == "access token expired (190/463)"
 
 
@@ -235,11 +236,11 @@ def test_a_new_token_resumes_a_sender_paused_for_its_token(secret: Path, redis_c
     lanes.pause("rot", {"kind": "token", "error_code": 190, "token_fingerprint": old})
     lanes.pause("other", {"error_code": 131042, "error": "payment"})
     try:
-        assert tokens.resume_rotated(st, lanes) == []  # same token: stays paused
-        assert "resumes when a new token appears" in tokens.pause_text(lanes.paused("rot"))
+        assert token_watch.resume_rotated(st, lanes) == []  # same token: stays paused
+        assert "resumes when a new token appears" in token_watch.pause_text(lanes.paused("rot"))
         _write(secret, "EAArotB")
         tokens.current(rot, force=True)
-        assert tokens.resume_rotated(st, lanes) == ["rot"]
+        assert token_watch.resume_rotated(st, lanes) == ["rot"]
         assert lanes.paused("rot") is None
         assert lanes.paused("other") is not None  # not a token pause: an operator resumes it
     finally:

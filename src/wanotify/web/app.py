@@ -31,7 +31,6 @@ from wanotify.web.routers import (
     operations,
     webhooks,
 )
-from wanotify.web.routing import strict_path_params
 from wanotify.web.security_headers import SecurityHeaders
 from wanotify.web.state import WebState
 
@@ -58,6 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/webhooks/whatsapp": (MAX_WEBHOOK_BYTES, lambda: error_response(webhook_too_large()),
                                partial(webhooks.webhook_post, state)),
     })
-    strict_path_params(app)
     document_api(app)
     return app

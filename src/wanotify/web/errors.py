@@ -120,7 +120,7 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
-            headers["Allow"] = allowed_methods(app, request.scope)
+            headers["Allow"] = allowed_methods(app, request.url.path)
         return error_response(ApiError(exc.status_code, "http_error", str(exc.detail), headers=headers))
 
     app.add_exception_handler(ApiError, api_error)

@@ -55,7 +55,7 @@ async def create_campaign(record: ApiKey, request: Request) -> JSONResponse:
     return JSONResponse(out, status_code=201)
 
 
-@router.post("/campaigns/{campaign_id}/audience")
+@router.post("/campaigns/{campaign_id:segment}/audience")
 async def campaign_audience(campaign_id: str, record: ApiKey, request: Request) -> JSONResponse:
     cid = parse_id(campaign_id)
     await campaign_in_scope(record, cid)
@@ -67,7 +67,7 @@ async def campaign_audience(campaign_id: str, record: ApiKey, request: Request) 
     return JSONResponse(report.as_json())
 
 
-@router.get("/campaigns/{campaign_id}")
+@router.get("/campaigns/{campaign_id:segment}")
 async def get_campaign(campaign_id: str, record: ApiKey) -> JSONResponse:
     cid = parse_id(campaign_id)
     await campaign_in_scope(record, cid)
@@ -91,4 +91,4 @@ def _action(action: str) -> Callable[[str, ApiKey], Awaitable[JSONResponse]]:
 
 
 for _name in ACTIONS:
-    router.post(f"/campaigns/{{campaign_id}}:{_name}")(_action(_name))
+    router.post(f"/campaigns/{{campaign_id:segment}}:{_name}")(_action(_name))

@@ -23,7 +23,7 @@ async def dead_letters(_: DeadLettersKey, limit: int = 100, replayed: bool = Fal
     return JSONResponse({"dead_letters": rows})
 
 
-@router.get("/dead-letters/{job_id}")
+@router.get("/dead-letters/{job_id:segment}")
 async def dead_letter(job_id: str, _: DeadLettersKey) -> JSONResponse:
     got = await run_in_threadpool(show, parse_id(job_id))
     if got is None:
@@ -31,7 +31,7 @@ async def dead_letter(job_id: str, _: DeadLettersKey) -> JSONResponse:
     return JSONResponse(got)
 
 
-@router.post("/dead-letters/{job_id}:replay")
+@router.post("/dead-letters/{job_id:segment}:replay")
 async def replay_dead_letter(job_id: str, _: DeadLettersKey) -> JSONResponse:
     try:
         out = await run_in_threadpool(replay, parse_id(job_id))

@@ -97,7 +97,7 @@ async def create_batch(record: ApiKey, request: Request) -> JSONResponse:
     return JSONResponse({"results": out}, status_code=202)
 
 
-@router.get("/notifications/{job_id}")
+@router.get("/notifications/{job_id:segment}")
 async def get_notification(job_id: str, record: ApiKey) -> JSONResponse:
     view = await run_in_threadpool(notification_view, parse_id(job_id))
     if view is None or not record.allows(view["sender"]):  # another sender's: as if unknown
