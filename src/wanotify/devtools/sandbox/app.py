@@ -77,6 +77,7 @@ from wanotify.devtools.sandbox.failures import (
     parse_rules,
 )
 from wanotify.devtools.sandbox.limits import LimitRegistry
+from wanotify.devtools.sandbox.templates import check_send, graph_templates
 from wanotify.devtools.sandbox.webhooks import Target, WebhookDispatcher, twilio_signature
 from wanotify.providers import tokens
 
@@ -303,7 +304,7 @@ class Sandbox:
         self.default_sender = next(iter(self.senders.values()))
         self._load_expiry(settings.sandbox_token_expiry)
         self._graph_templates: dict[str, list[dict[str, Any]]] = {
-            waba: self.catalogue.graph_templates(waba) for waba in self.wabas
+            waba: graph_templates(self.catalogue, waba) for waba in self.wabas
         }
         self.categories: dict[tuple[str, str], str] = {}
         for t in next(iter(self._graph_templates.values())):
@@ -679,7 +680,7 @@ class Sandbox:
         components = obj.get("components")
         if components is not None and not isinstance(components, list):
             raise _invalid("Param template['components'] must be an array.")
-        problem = self.catalogue.check_send(name, code, components)
+        problem = check_send(self.catalogue, name, code, components)
         if problem is not None:
             err_code, details, status = problem
             raise _reject(err_code, details=details, http_status=status)
