@@ -1,15 +1,31 @@
 """The Graph API's view of the approved templates: the template-send check and the listing.
 
 The worker renders template sends from the catalogue (:mod:`wanotify.core.templates`); the
-sandbox checks what arrives as Meta does (:func:`check_send`) and lists the catalogue as
-``GET /{waba_id}/message_templates`` does (:func:`graph_templates`).
+sandbox checks what arrives as Meta does (:func:`check_send`, for ``type: template`` in
+``POST /{phone_number_id}/messages``) and lists the catalogue as
+``GET /{version}/{waba_id}/message_templates`` does (:func:`graph_templates`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from wanotify.core.templates import MEDIA_FORMATS, Catalogue
+from wanotify.devtools.sandbox.graph import (
+    VERSION,
+    fallback,
+    invalid,
+    json_response,
+    page,
+    reject,
+    required,
+    unsupported,
+)
+from wanotify.devtools.sandbox.tokens import TokenBook
 
 
 def check_send(
@@ -91,3 +107,61 @@ def graph_templates(catalogue: Catalogue, waba_id: str) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+class Templates:
+    """The approved templates of each WhatsApp Business Account, as Meta serves and checks them."""
+
+    def __init__(self, catalogue: Catalogue, wabas: Iterable[str], tokens: TokenBook) -> None:
+        self.catalogue = catalogue
+        self.tokens = tokens
+        self.listings: dict[str, list[dict[str, Any]]] = {
+            waba: graph_templates(catalogue, waba) for waba in wabas
+        }
+        self.categories: dict[tuple[str, str], str] = {}
+        for t in next(iter(self.listings.values())):
+            self.categories[(t["name"], t["language"])] = str(t.get("category", "UTILITY")).lower()
+
+    def check(self, obj: Any) -> tuple[str, str]:
+        """The ``template`` object of a send: (name, category), or raise a Graph error."""
+        if not isinstance(obj, dict):
+            raise invalid("Param template must be an object.")
+        name = obj.get("name")
+        if not isinstance(name, str) or not name:
+            raise required("template['name']")
+        language = obj.get("language")
+        if not isinstance(language, dict):
+            raise required("template['language']")
+        code = language.get("code")
+        if not isinstance(code, str) or not code:
+            raise required("template['language']['code']")
+        components = obj.get("components")
+        if components is not None and not isinstance(components, list):
+            raise invalid("Param template['components'] must be an array.")
+        problem = check_send(self.catalogue, name, code, components)
+        if problem is not None:
+            err_code, details, status = problem
+            raise reject(err_code, details=details, http_status=status)
+        return name, self.categories.get((name, code), "utility")
+
+    async def message_templates(self, request: Request) -> Response:
+        """``GET /{version}/{waba_id}/message_templates`` (``?name=``, ``?language=``,
+        ``?status=``, ``?category=`` filters; paged)."""
+        if not VERSION.match(request.path_params["version"]):
+            return await fallback(request)
+        waba: str = request.path_params["object_id"]
+        denied = self.tokens.auth(request, "get", waba)
+        if denied is None and waba not in self.listings:
+            denied = unsupported("get", waba)
+        if denied is not None:
+            return json_response(denied.status, denied.body)
+        q = request.query_params
+        data = self.listings[waba]
+        for key in ("name", "language", "status", "category"):
+            want = q.get(key)
+            if want:
+                if key == "name":
+                    data = [t for t in data if want.lower() in str(t.get("name", "")).lower()]
+                else:
+                    data = [t for t in data if str(t.get(key, "")).lower() == want.lower()]
+        return page(request, data, q.get("fields"))
