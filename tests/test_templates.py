@@ -16,6 +16,7 @@ from wanotify.core.templates import (
     TemplateError,
     parse_catalogue,
 )
+from wanotify.devtools.sandbox.templates import check_send, graph_templates
 from wanotify.templates.catalogue import load_catalogue
 
 TO = "+919876543210"
@@ -421,7 +422,7 @@ def test_templates_without_parameters(extra: Catalogue) -> None:
     assert "none" in exc.value.reason
     payload = extra.render(t, TO)
     assert payload["template"] == {"name": "static_notice", "language": {"code": "en"}}
-    assert extra.check_send("static_notice", "en", None) is None
+    assert check_send(extra, "static_notice", "en", None) is None
 
 
 def test_named_template_without_header(extra: Catalogue) -> None:
@@ -580,7 +581,7 @@ def test_render_media_header_and_button_indexes(extra: Catalogue) -> None:
              "parameters": [{"type": "text", "text": "help-1"}]},
         ],
     }
-    assert extra.check_send("invoice_ready", "en_US", payload["template"]["components"]) is None
+    assert check_send(extra, "invoice_ready", "en_US", payload["template"]["components"]) is None
 
 
 # ---- plain text for fallback channels ---------------------------------------------------
@@ -638,59 +639,59 @@ def test_check_send_accepts_every_rendered_payload(cat: Catalogue, name: str, la
     t = cat.validate(name, lang, **params)
     payload = cat.render(t, TO, **params, callback_data="cb")
     tmpl = payload["template"]
-    assert cat.check_send(tmpl["name"], tmpl["language"]["code"], tmpl.get("components")) is None
+    assert check_send(cat, tmpl["name"], tmpl["language"]["code"], tmpl.get("components")) is None
 
 
 def test_check_send_errors(cat: Catalogue) -> None:
-    code, details, http = cat.check_send("nope", "en", [])  # type: ignore[misc]
+    code, details, http = check_send(cat, "nope", "en", [])  # type: ignore[misc]
     assert (code, http) == (132001, 404)
     assert "nope" in details
-    assert cat.check_send("order_confirmation_v2", "de", [])[0] == 132001  # type: ignore[index]
+    assert check_send(cat, "order_confirmation_v2", "de", [])[0] == 132001  # type: ignore[index]
 
     two = [{"type": "body", "parameters": _text("a", "b")}]
-    code, details, http = cat.check_send("order_confirmation_v2", "en", two)  # type: ignore[misc]
+    code, details, http = check_send(cat, "order_confirmation_v2", "en", two)  # type: ignore[misc]
     assert (code, http) == (132000, 400)
     assert "(2)" in details and "(3)" in details
-    assert cat.check_send("order_confirmation_v2", "en", None) == (
+    assert check_send(cat, "order_confirmation_v2", "en", None) == (
         132000,
         "body: number of localizable_params (0) does not match the expected number of params (3)",
         400,
     )
     # OTP without its copy-code button parameter.
     body_only = [{"type": "body", "parameters": _text("483920")}]
-    res = cat.check_send("otp_code", "en", body_only)
+    res = check_send(cat, "otp_code", "en", body_only)
     assert res is not None and res[0] == 132000 and res[2] == 400
     # A button parameter on a button that takes none.
     extra_btn = [
         {"type": "body", "parameters": _text(*ORDER)},
         {"type": "button", "sub_type": "url", "index": "0", "parameters": _text("x")},
     ]
-    res = cat.check_send("order_confirmation_v2", "en", extra_btn)
+    res = check_send(cat, "order_confirmation_v2", "en", extra_btn)
     assert res is not None and res[0] == 132000
     # A header parameter for a template without header parameters.
     with_header = [
         {"type": "header", "parameters": _text("x")},
         {"type": "body", "parameters": _text("Rahul", "30%")},
     ]
-    res = cat.check_send("seasonal_sale", "en", with_header)
+    res = check_send(cat, "seasonal_sale", "en", with_header)
     assert res is not None and res[0] == 132000 and "header" in res[1]
     # Empty text parameter.
     empty = [{"type": "body", "parameters": _text("Rahul", "")}]
-    res = cat.check_send("seasonal_sale", "en", empty)
+    res = check_send(cat, "seasonal_sale", "en", empty)
     assert res is not None and res[0] == 131008 and res[2] == 400
     # Malformed components.
-    res = cat.check_send("seasonal_sale", "en", ["body"])  # type: ignore[list-item]
+    res = check_send(cat, "seasonal_sale", "en", ["body"])  # type: ignore[list-item]
     assert res is not None and (res[0], res[2]) == (100, 400)
     bad_index = [
         {"type": "body", "parameters": _text("483920")},
         {"type": "button", "sub_type": "url", "index": "first", "parameters": _text("483920")},
     ]
-    res = cat.check_send("otp_code", "en", bad_index)
+    res = check_send(cat, "otp_code", "en", bad_index)
     assert res is not None and res[0] == 100
 
 
 def test_graph_templates_shape(cat: Catalogue) -> None:
-    listing = cat.graph_templates("102290129340398")
+    listing = graph_templates(cat, "102290129340398")
     assert len(listing) == len(cat)
     keys = [(x["name"], x["language"]) for x in listing]
     assert keys == sorted(keys)
@@ -713,4 +714,4 @@ def test_graph_templates_shape(cat: Catalogue) -> None:
     assert by_key[("seasonal_sale", "en")]["category"] == "MARKETING"
     # The catalogue's own data is not mutated by the listing.
     assert cat.get("otp_code", "en").raw["components"][0]["type"] == "body"
-    assert [x["id"] for x in cat.graph_templates("waba")] == [str(i) for i in range(len(cat))]
+    assert [x["id"] for x in graph_templates(cat, "waba")] == [str(i) for i in range(len(cat))]

@@ -26,7 +26,9 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -355,15 +357,9 @@ def invalid_token(missing: bool) -> tuple[int, bytes]:
 
 def expired_message(expired_at: float, now: float) -> str:
     """Meta's text for an expired token (times in Pacific time, as Meta writes them)."""
-    from datetime import datetime
-
     try:
-        from zoneinfo import ZoneInfo
-
         tz: Any = ZoneInfo("America/Los_Angeles")
     except Exception:  # no tz database: UTC
-        from datetime import UTC
-
         tz = UTC
 
     def fmt(t: float) -> str:
