@@ -176,26 +176,9 @@ class Control:
             return _bad("body must be a JSON object")
         if not isinstance(raw, dict):
             return _bad("body must be a JSON object")
-        unknown = set(raw) - _SETTINGS
-        if unknown:
-            return _bad(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        new: dict[str, Any] = {}
-        for key in ("latency_ms", "webhook_delay_ms"):
-            if key in raw:
-                v = raw[key]
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                    return _bad(f"{key} must be a non-negative number")
-                new[key] = float(v)
-        for key in _RATIOS:
-            if key in raw:
-                v = raw[key]
-                if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-                    return _bad(f"{key} must be a number from 0 to 1")
-                new[key] = float(v)
-        if "service_window" in raw:
-            if not isinstance(raw["service_window"], bool):
-                return _bad("service_window must be true or false")
-            new["service_window"] = raw["service_window"]
+        new, problem = _config_changes(raw)
+        if problem is not None:
+            return _bad(problem)
         d = self.state.dispatcher
         if "webhook_url" in raw:
             url = raw["webhook_url"]
@@ -316,3 +299,28 @@ class Control:
         )
         log.info("sandbox: token %s expires %s", fp, when)
         return ok({"data": self.tokens.rows()})
+
+
+def _config_changes(raw: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The settings a ``POST /_sandbox/config`` body changes, or what is wrong with it."""
+    unknown = set(raw) - _SETTINGS
+    if unknown:
+        return {}, f"unknown setting(s): {', '.join(sorted(unknown))}"
+    new: dict[str, Any] = {}
+    for key in ("latency_ms", "webhook_delay_ms"):
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                return {}, f"{key} must be a non-negative number"
+            new[key] = float(v)
+    for key in _RATIOS:
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                return {}, f"{key} must be a number from 0 to 1"
+            new[key] = float(v)
+    if "service_window" in raw:
+        if not isinstance(raw["service_window"], bool):
+            return {}, "service_window must be true or false"
+        new["service_window"] = raw["service_window"]
+    return new, None
