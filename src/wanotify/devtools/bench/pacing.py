@@ -24,9 +24,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import redis
+from celery import Celery
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
+from wanotify.db import session_scope
+from wanotify.delivery.lanes import prefix
 from wanotify.devtools.bench.common import (
     BenchEnv,
     CpuMeter,
@@ -40,6 +46,8 @@ from wanotify.devtools.bench.common import (
     wait_until,
     window_counts,
 )
+from wanotify.devtools.procs import wait_worker
+from wanotify.intake.service import get_redis, kick, notify, notify_many, prepare
 
 console = Console()
 
@@ -199,13 +207,6 @@ def _otp_stream(stop: threading.Event, senders: list[dict[str, Any]], rate: floa
 
 def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float) -> RunResult:
-    from sqlalchemy import text
-
-    from wanotify.db import session_scope
-    from wanotify.delivery.lanes import prefix
-    from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import get_redis, kick, notify, notify_many
-
     # The whole backlog is in place before the numbers start: every sender's dispatch is
     # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.
     r = get_redis()
@@ -265,10 +266,6 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 
 
 def _otp_done(job_id: str) -> bool:
-    from sqlalchemy import text
-
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         st = s.execute(text("SELECT status FROM notifications WHERE id = :i"), {"i": job_id}).scalar_one()
     return st not in ("queued", "sending")
@@ -276,13 +273,6 @@ def _otp_done(job_id: str) -> bool:
 
 def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float) -> RunResult:
-    import httpx
-    import redis
-    from celery import Celery
-
-    from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import prepare
-
     producer = Celery("baseline_producer", broker=env.redis_url)
     producer.conf.task_serializer = "json"
     before = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
