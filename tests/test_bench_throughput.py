@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from wanotify.devtools.bench.throughput import (
+from wanotify.devtools.bench.throughput.figures import (
     Drain,
     Enqueue,
     Ingest,
     RunFigures,
-    status_posts,
     steady_rate,
-    summarise,
 )
+from wanotify.devtools.bench.throughput.ingest import status_posts
+from wanotify.devtools.bench.throughput.report import summarise
 
 
 def test_steady_rate_ignores_ramp_and_tail() -> None:

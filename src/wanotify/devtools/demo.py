@@ -21,9 +21,14 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
+from wanotify.config import reset_settings
 from wanotify.core.status import OUTCOMES
+from wanotify.db import dispose_engine, session_scope
+from wanotify.db.migrate import upgrade
+from wanotify.devtools.embedded import services
+from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
 
 console = Console()
 
@@ -82,8 +87,6 @@ def build_jobs(otp: int, orders: int, reminders: int, seed: int = 7) -> list[dic
 
 
 def run_demo(otp: int = 200, orders: int = 500, reminders: int = 300, timeout: float = 150.0) -> int:
-    from wanotify.devtools.embedded import services
-
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="wanotify-demo-"))
     os.environ.setdefault("WANOTIFY_APP_SECRET", "demo-app-secret")
@@ -104,11 +107,6 @@ def run_demo(otp: int = 200, orders: int = 500, reminders: int = 300, timeout: f
 
 def _run(urls: Any, api_key: str, workdir: Path, otp: int, orders: int, reminders: int,
          timeout: float, started: float) -> int:
-    from wanotify.config import reset_settings
-    from wanotify.db import dispose_engine
-    from wanotify.db.migrate import upgrade
-    from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
-
     reset_settings()
     dispose_engine()
     console.print(f"[bold]wanotify demo[/bold]  redis={_redact(urls.redis_url)}  postgres={_redact(urls.database_url)}"
@@ -151,14 +149,10 @@ def _run(urls: Any, api_key: str, workdir: Path, otp: int, orders: int, reminder
     finally:
         for p in reversed(procs):
             p.stop()
-        from wanotify.db import dispose_engine as _dispose
-
-        _dispose()
+        dispose_engine()
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -189,8 +183,6 @@ def _enqueue(base: str, api_key: str, jobs: list[dict[str, Any]]) -> list[uuid.U
 
 
 def _wait(ids: list[uuid.UUID], timeout: float) -> int:
-    from wanotify.db import session_scope
-
     deadline = time.monotonic() + timeout
     done = 0
     with Progress(TextColumn("delivering"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
@@ -213,8 +205,6 @@ def _wait(ids: list[uuid.UUID], timeout: float) -> int:
 
 
 def _summary(ids: list[uuid.UUID]) -> None:
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         counts = s.execute(
             text("SELECT kind, status, count(*) FROM notifications WHERE id = ANY(:ids) GROUP BY 1, 2 ORDER BY 1, 2"),

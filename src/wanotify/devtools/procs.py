@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+from celery import Celery
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -32,8 +34,6 @@ def _die_with_parent() -> None:
     """In the child: SIGTERM when the parent dies, even by SIGKILL (Linux), so no stray
     worker outlives an interrupted test run or benchmark."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -109,8 +109,6 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None
 def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0,
                 node: str | None = None) -> None:
     """Wait until a Celery worker (the one whose node name starts with ``node``) answers ping."""
-    from celery import Celery
-
     app = Celery("wanotify-ping", broker=broker_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -22,14 +22,23 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
+from wanotify.campaigns.audience import import_file
+from wanotify.campaigns.service import change, create, status
+from wanotify.compliance.consent import Preference, record_preferences
+from wanotify.config import get_settings
+from wanotify.db import session_scope
 from wanotify.devtools.bench.common import (
+    BenchEnv,
     bench_env,
     percentile,
     sandbox_log,
     start_sandbox,
     wait_until,
 )
+from wanotify.devtools.procs import wait_worker
+from wanotify.intake.service import notify
 
 console = Console(width=120)
 
@@ -55,16 +64,6 @@ def make_csv(path: Path, rows: int, seed: int = 5) -> tuple[list[str], int, int]
 
 
 def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: float = 900.0) -> dict[str, Any]:
-    from sqlalchemy import text
-
-    from wanotify.campaigns.audience import import_file
-    from wanotify.campaigns.service import change, create, status
-    from wanotify.compliance.consent import Preference, record_preferences
-    from wanotify.config import get_settings
-    from wanotify.db import session_scope
-    from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import notify
-
     senders = [{"name": "promo", "phone_number_id": "920000000001", "waba_id": "820000000001",
                 "access_token": "EAAGpromo", "mps": mps}]
     console.print(f"[bold]bench campaign[/bold]: {rows:,} recipients, 1 number at {mps} mps, OTPs at "
@@ -76,66 +75,9 @@ def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: fl
         opted, bad, good = make_csv(path, rows)
         with session_scope() as s:
             record_preferences(s, [Preference(p, True, datetime.now(UTC), "keyword") for p in opted])
-        cid = uuid.UUID(create("bench", "seasonal_sale", "en", "promo", "marketing",
-                               datetime.now(UTC) + timedelta(hours=1))["id"])
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
-        report = import_file(cid, str(path))
-        import_s = time.perf_counter() - t0
-        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # Peak Python heap of a second, smaller import (tracemalloc slows it: not timed).
-        probe = uuid.UUID(create("probe", "seasonal_sale", "en", "promo", "marketing")["id"])
-        tracemalloc.start()
-        import_file(probe, str(path))
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        out["import_rows_per_s"] = rows / import_s
-        out["import_peak_mib"] = peak / 2**20
-        out["import_rss_growth_mib"] = (rss1 - rss0) / 1024
-        with session_scope() as s:  # the schedule: a few seconds from now
-            s.execute(text("UPDATE campaigns SET start_at = now() + interval '5 seconds' WHERE id = :c"),
-                      {"c": cid})
-        out["report"] = {"accepted": report.accepted, "duplicates": report.duplicates,
-                         "opted_out": report.opted_out, "rejected": len(report.rejected)}
-        console.print(f"imported {rows:,} rows in {import_s:.1f} s ({out['import_rows_per_s']:,.0f} rows/s); "
-                      f"Python peak {out['import_peak_mib']:.1f} MiB")
+        cid = _import_and_schedule(path, rows, out)
         assert change(cid, "start")["status"] == "scheduled"
-        node = f"camp-{uuid.uuid4().hex[:4]}"
-        worker = env.start("worker", ["worker", "-n", f"{node}@%h"],
-                           {"WANOTIFY_WORKER_METRICS_PORT": "0", "WANOTIFY_SWEEP_INTERVAL_S": "2"})
-        wait_worker(env.redis_url, worker, timeout=60, node=node)
-        otps: dict[str, float] = {}
-        stop = threading.Event()
-
-        def otp_stream() -> None:
-            rng = random.Random(3)
-            i = 0
-            while not stop.wait(1.0 / otp_rate):
-                i += 1
-                t = time.time()
-                acc = notify({"to": f"+9198{7000000 + i:08d}", "template": "otp_code", "kind": "otp",
-                              "sender": "promo", "params": {"body": [f"{rng.randrange(10**6):06d}"]}})
-                otps[acc.id] = t
-
-        th = threading.Thread(target=otp_stream, daemon=True)
-        th.start()
-        fan: list[tuple[float, int]] = []
-
-        def progress() -> bool:
-            with session_scope() as s:
-                n = s.execute(text("SELECT count(*) FROM campaign_recipients WHERE campaign_id = :c"
-                                   " AND state <> 'pending'"), {"c": cid}).scalar_one()
-            fan.append((time.time(), int(n)))
-            st = status(cid)
-            return bool(st["status"] == "completed")
-
-        with console.status("draining (scheduled start, fan-out, pacing)"):
-            ok = wait_until(progress, timeout, 1.0)
-        stop.set()
-        th.join()
-        wait_until(lambda: _all_done(list(otps)[-5:]), 15)
-        st = status(cid)
-        env.stop([worker])
+        ok, st, otps, fan = _drain(env, cid, otp_rate, timeout)
         log = sandbox_log(sb_url)
     campaign_sends = [m for m in log if m["code"] == 0 and m.get("biz_opaque_callback_data") not in otps]
     by_to: dict[str, int] = {}
@@ -146,16 +88,10 @@ def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: fl
     drain = (hi - lo) / (times[hi] - times[lo]) if len(times) > 20 and times[hi] > times[lo] else None
     accepted_at = {m["biz_opaque_callback_data"]: m["t"] for m in log if m["code"] == 0}
     otp_lat = [accepted_at[k] - t for k, t in otps.items() if k in accepted_at]
-    started = [t for t, n in fan if n > 0]
-    fan_rate = None
-    if started:
-        t_first = started[0]
-        t_all = next((t for t, n in fan if n >= good + len(opted)), fan[-1][0])
-        fan_rate = (good + len(opted)) / max(1.0, t_all - t_first)
     out.update({
         "completed": ok, "counts": st["counts"], "drain_rate": drain,
         "allowed_rate": mps * get_settings().pacing_safety,
-        "fanout_rate": fan_rate, "otp_p50_ms": (percentile(otp_lat, 0.5) or 0) * 1000,
+        "fanout_rate": _fan_rate(fan, good + len(opted)), "otp_p50_ms": (percentile(otp_lat, 0.5) or 0) * 1000,
         "otp_p99_ms": (percentile(otp_lat, 0.99) or 0) * 1000, "otps": len(otps), "otps_accepted": len(otp_lat),
         "bad_rows": bad, "opted": len(opted), "sent_twice": sum(n - 1 for n in by_to.values() if n > 1),
         "recipients_sent": len(by_to),
@@ -164,11 +100,89 @@ def run(rows: int = 100_000, mps: int = 1000, otp_rate: float = 5.0, timeout: fl
     return out
 
 
+def _import_and_schedule(path: Path, rows: int, out: dict[str, Any]) -> uuid.UUID:
+    """A draft campaign, its audience imported (timed; then the peak heap of a second import),
+    scheduled a few seconds from now; the import's figures and report go into ``out``."""
+    cid = uuid.UUID(create("bench", "seasonal_sale", "en", "promo", "marketing",
+                           datetime.now(UTC) + timedelta(hours=1))["id"])
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    report = import_file(cid, str(path))
+    import_s = time.perf_counter() - t0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Peak Python heap of a second, smaller import (tracemalloc slows it: not timed).
+    probe = uuid.UUID(create("probe", "seasonal_sale", "en", "promo", "marketing")["id"])
+    tracemalloc.start()
+    import_file(probe, str(path))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    out["import_rows_per_s"] = rows / import_s
+    out["import_peak_mib"] = peak / 2**20
+    out["import_rss_growth_mib"] = (rss1 - rss0) / 1024
+    with session_scope() as s:  # the schedule: a few seconds from now
+        s.execute(text("UPDATE campaigns SET start_at = now() + interval '5 seconds' WHERE id = :c"),
+                  {"c": cid})
+    out["report"] = {"accepted": report.accepted, "duplicates": report.duplicates,
+                     "opted_out": report.opted_out, "rejected": len(report.rejected)}
+    console.print(f"imported {rows:,} rows in {import_s:.1f} s ({out['import_rows_per_s']:,.0f} rows/s); "
+                  f"Python peak {out['import_peak_mib']:.1f} MiB")
+    return cid
+
+
+def _drain(env: BenchEnv, cid: uuid.UUID, otp_rate: float, timeout: float
+           ) -> tuple[bool, dict[str, Any], dict[str, float], list[tuple[float, int]]]:
+    """A worker drains the campaign while OTPs arrive: whether it completed, its final status,
+    the OTPs (id: enqueued at) and the fan-out's progress (time, recipients past pending)."""
+    node = f"camp-{uuid.uuid4().hex[:4]}"
+    worker = env.start("worker", ["worker", "-n", f"{node}@%h"],
+                       {"WANOTIFY_WORKER_METRICS_PORT": "0", "WANOTIFY_SWEEP_INTERVAL_S": "2"})
+    wait_worker(env.redis_url, worker, timeout=60, node=node)
+    otps: dict[str, float] = {}
+    stop = threading.Event()
+
+    def otp_stream() -> None:
+        rng = random.Random(3)
+        i = 0
+        while not stop.wait(1.0 / otp_rate):
+            i += 1
+            t = time.time()
+            acc = notify({"to": f"+9198{7000000 + i:08d}", "template": "otp_code", "kind": "otp",
+                          "sender": "promo", "params": {"body": [f"{rng.randrange(10**6):06d}"]}})
+            otps[acc.id] = t
+
+    th = threading.Thread(target=otp_stream, daemon=True)
+    th.start()
+    fan: list[tuple[float, int]] = []
+
+    def progress() -> bool:
+        with session_scope() as s:
+            n = s.execute(text("SELECT count(*) FROM campaign_recipients WHERE campaign_id = :c"
+                               " AND state <> 'pending'"), {"c": cid}).scalar_one()
+        fan.append((time.time(), int(n)))
+        st = status(cid)
+        return bool(st["status"] == "completed")
+
+    with console.status("draining (scheduled start, fan-out, pacing)"):
+        ok = wait_until(progress, timeout, 1.0)
+    stop.set()
+    th.join()
+    wait_until(lambda: _all_done(list(otps)[-5:]), 15)
+    st = status(cid)
+    env.stop([worker])
+    return ok, st, otps, fan
+
+
+def _fan_rate(fan: list[tuple[float, int]], expected: int) -> float | None:
+    """Recipients fanned out per second, from the first one past pending to all ``expected``."""
+    started = [t for t, n in fan if n > 0]
+    if not started:
+        return None
+    t_first = started[0]
+    t_all = next((t for t, n in fan if n >= expected), fan[-1][0])
+    return expected / max(1.0, t_all - t_first)
+
+
 def _all_done(ids: list[str]) -> bool:
-    from sqlalchemy import text
-
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         n = s.execute(text("SELECT count(*) FROM notifications WHERE id = ANY(CAST(:i AS uuid[]))"
                            " AND status IN ('queued', 'sending')"), {"i": ids}).scalar_one()

@@ -16,8 +16,16 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg
+import redis
+from sqlalchemy import make_url
 
+from wanotify.config import reset_settings
+from wanotify.db import dispose_engine
+from wanotify.db.migrate import upgrade
+from wanotify.devtools.embedded import services
 from wanotify.devtools.procs import Proc, free_port, wait_http
+from wanotify.redis import reset_clients
 
 
 @dataclass
@@ -49,16 +57,6 @@ def _redis_db(url: str, db: int) -> str:
 def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
               extra_env: dict[str, str] | None = None) -> Iterator[BenchEnv]:
     """Redis and Postgres (embedded if needed), a fresh database and Redis db for the bench."""
-    import psycopg
-    import redis
-    from sqlalchemy import make_url
-
-    from wanotify.config import reset_settings
-    from wanotify.db import dispose_engine
-    from wanotify.db.migrate import upgrade
-    from wanotify.devtools.embedded import services
-    from wanotify.redis import reset_clients
-
     workdir = Path(tempfile.mkdtemp(prefix=f"wanotify-bench-{name}-"))
     saved = dict(os.environ)
     with services(database_name=f"wanotify_bench_{name}") as urls:
@@ -113,8 +111,6 @@ def start_sandbox(env: BenchEnv, latency_ms: float = 0.0, webhooks: bool = False
         pass
     env.env["WANOTIFY_GRAPH_API_URL"] = url
     os.environ["WANOTIFY_GRAPH_API_URL"] = url
-    from wanotify.config import reset_settings
-
     reset_settings()
     return p, url
 

@@ -24,9 +24,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import redis
+from celery import Celery
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import text
 
+from wanotify.db import session_scope
 from wanotify.devtools.bench.common import (
     BenchEnv,
     CpuMeter,
@@ -40,6 +45,11 @@ from wanotify.devtools.bench.common import (
     wait_until,
     window_counts,
 )
+from wanotify.devtools.procs import wait_worker
+from wanotify.intake.service import notify, notify_many, prepare
+from wanotify.pacing.lanes import prefix
+from wanotify.queues.enqueue import dispatch as kick
+from wanotify.redis import get_redis
 
 console = Console()
 
@@ -107,10 +117,9 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]], jobs: int,
-            otp_enqueued: dict[str, float], cpu_s: float | None) -> RunResult:
-    res = RunResult(name, jobs=jobs)
-    by_pnid = {s["phone_number_id"]: s for s in senders}
+def _tally(log: list[dict[str, Any]], by_pnid: dict[str, Any], res: RunResult
+           ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[tuple[str, str], list[float]]]:
+    """Request times per number, accepted ones per number and per pair; 130429/131056 counts."""
     per_sender: dict[str, list[float]] = defaultdict(list)
     accepted: dict[str, list[float]] = defaultdict(list)
     pairs: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -125,6 +134,37 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
         if m["code"] == 0:
             accepted[m["phone_number_id"]].append(m["t"])
             pairs[(m["phone_number_id"], m["to"])].append(m["t"])
+    return per_sender, accepted, pairs
+
+
+def utilisation(accepted: list[float], limit: float) -> float | None:
+    """Sent ÷ allowed from the first send until 90% were sent (None: too few to tell)."""
+    if len(accepted) < 10:
+        return None
+    k = max(1, int(len(accepted) * 0.9)) - 1
+    span = accepted[k] - accepted[0]
+    return (k / span / limit) if span > 0 else None
+
+
+def _debug_counts(name: str, log: list[dict[str, Any]], per_sender: dict[str, list[float]]) -> None:
+    """WANOTIFY_BENCH_DEBUG: each number's per-second counts and the history of its 131056s."""
+    for pnid, times in sorted(per_sender.items()):
+        fixed, sliding = window_counts(times)
+        t0 = min(fixed)
+        for m in log:
+            if m["code"] == 131056 and m["phone_number_id"] == pnid:
+                hist = [(round(x["t"] - m["t"], 3), x["code"], (x["biz_opaque_callback_data"] or "")[-6:])
+                        for x in log if x["to"] == m["to"] and x["phone_number_id"] == pnid]
+                console.print(f"131056 for {m['to']}: {hist}")
+        console.print(f"{name} {pnid}: sliding max {sliding}; per second: "
+                      + " ".join(str(fixed.get(t0 + k, 0)) for k in range(max(fixed) - t0 + 1)))
+
+
+def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]], jobs: int,
+            otp_enqueued: dict[str, float], cpu_s: float | None) -> RunResult:
+    res = RunResult(name, jobs=jobs)
+    by_pnid = {s["phone_number_id"]: s for s in senders}
+    per_sender, accepted, pairs = _tally(log, by_pnid, res)
     res.sent = sum(len(v) for v in accepted.values())
     worst = 0.0
     utils_slow: list[float] = []
@@ -133,28 +173,15 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
         fixed, sliding = window_counts(times)
         res.fixed_violations += sum(1 for c in fixed.values() if c > limit)
         worst = max(worst, sliding / limit)
-        acc = sorted(accepted.get(pnid, []))
-        if len(acc) >= 10:
-            k = max(1, int(len(acc) * 0.9)) - 1
-            span = acc[k] - acc[0]
-            util = (k / span / limit) if span > 0 else None
-            if util is not None:
-                if limit >= 500:
-                    res.util_fast = util
-                else:
-                    utils_slow.append(util)
+        util = utilisation(sorted(accepted.get(pnid, [])), limit)
+        if util is not None:
+            if limit >= 500:
+                res.util_fast = util
+            else:
+                utils_slow.append(util)
     res.worst_sliding_pct = worst * 100
     if os.environ.get("WANOTIFY_BENCH_DEBUG"):
-        for pnid, times in sorted(per_sender.items()):
-            fixed, sliding = window_counts(times)
-            t0 = min(fixed)
-            for m in log:
-                if m["code"] == 131056 and m["phone_number_id"] == pnid:
-                    hist = [(round(x["t"] - m["t"], 3), x["code"], (x["biz_opaque_callback_data"] or "")[-6:])
-                            for x in log if x["to"] == m["to"] and x["phone_number_id"] == pnid]
-                    console.print(f"131056 for {m['to']}: {hist}")
-            console.print(f"{name} {pnid}: sliding max {sliding}; per second: "
-                          + " ".join(str(fixed.get(t0 + k, 0)) for k in range(max(fixed) - t0 + 1)))
+        _debug_counts(name, log, per_sender)
     if utils_slow:
         res.util_slow_min = min(utils_slow)
         res.util_slow_mean = sum(utils_slow) / len(utils_slow)
@@ -199,15 +226,6 @@ def _otp_stream(stop: threading.Event, senders: list[dict[str, Any]], rate: floa
 
 def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float) -> RunResult:
-    from sqlalchemy import text
-
-    from wanotify.db import session_scope
-    from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import notify, notify_many
-    from wanotify.pacing.lanes import prefix
-    from wanotify.queues.enqueue import dispatch as kick
-    from wanotify.redis import get_redis
-
     # The whole backlog is in place before the numbers start: every sender's dispatch is
     # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.
     r = get_redis()
@@ -267,10 +285,6 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 
 
 def _otp_done(job_id: str) -> bool:
-    from sqlalchemy import text
-
-    from wanotify.db import session_scope
-
     with session_scope() as s:
         st = s.execute(text("SELECT status FROM notifications WHERE id = :i"), {"i": job_id}).scalar_one()
     return st not in ("queued", "sending")
@@ -278,13 +292,6 @@ def _otp_done(job_id: str) -> bool:
 
 def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float) -> RunResult:
-    import httpx
-    import redis
-    from celery import Celery
-
-    from wanotify.devtools.procs import wait_worker
-    from wanotify.intake.service import prepare
-
     producer = Celery("baseline_producer", broker=env.redis_url)
     producer.conf.task_serializer = "json"
     before = int(httpx.get(f"{sb_url}/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
