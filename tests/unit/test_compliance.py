@@ -112,7 +112,7 @@ def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: A
     with db() as s:
         assert opted_out(s, [a]) == set()
     # Meta's own marketing-preference webhook (the real fixture: +16505551234 says stop).
-    fixture = (Path(__file__).parent / "data" / "webhooks" / "user_preferences_stop.json").read_bytes()
+    fixture = (Path(__file__).resolve().parents[1] / "data" / "webhooks" / "user_preferences_stop.json").read_bytes()
     report = ingest_inbox(store_webhooks([fixture]))
     assert report.preferences == 1
     with db() as s:

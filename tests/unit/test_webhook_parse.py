@@ -6,10 +6,8 @@ provenance is in tests/data/webhooks/SOURCES.md.
 
 from __future__ import annotations
 
-import copy
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -32,9 +30,7 @@ from wanotify.inbound.parse import (
     parse_webhook,
 )
 from wanotify.inbound.signature import sign, verify_signature
-
-DATA = Path(__file__).parent / "data" / "webhooks"
-FIXTURES = sorted(p.name for p in DATA.glob("*.json"))
+from webhook_cases import DATA, FIXTURES, doc, json_values, mutated_fixtures, raw
 
 WABA = "102290129340398"
 PNID = "106540352242922"
@@ -43,12 +39,8 @@ USER = "16505551234"
 OUR_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJBMkI4QzlEMEUxRjJBM0I0QzUA"
 
 
-def raw(name: str) -> bytes:
-    return (DATA / name).read_bytes()
 
 
-def doc(name: str) -> dict[str, Any]:
-    return orjson.loads(raw(name))
 
 
 def parse(name: str) -> ParsedWebhook:
@@ -759,44 +751,6 @@ def test_signature_accepts_exactly_the_right_one(secret: bytes, body: bytes, dat
 # --------------------------------------------------------------------------- properties
 
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-    | st.sampled_from(
-        [
-            "whatsapp_business_account",
-            "messages",
-            "statuses",
-            "1754006405",
-            "wamid.x",
-            "sent",
-            "failed",
-            "message_template_status_update",
-            "user_preferences",
-            "account_alerts",
-            "interactive",
-            "button_reply",
-        ]
-    )
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(
-            ["id", "status", "timestamp", "from", "type", "errors", "code", "value", "field",
-             "changes", "entry", "object", "statuses", "messages", "text", "body", "metadata",
-             "contacts", "profile", "name", "wa_id", "interactive", "event", "pricing", "context"]
-        )
-        | st.text(max_size=8),
-        children,
-        max_size=5,
-    ),
-    max_leaves=25,
-)  # fmt: skip
 
 
 def _returns_or_webhook_error(body: Any) -> None:
@@ -830,40 +784,10 @@ def test_arbitrary_json_returns_or_raises_webhook_error(value: Any) -> None:
         )
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    if isinstance(node, dict):
-        for key, child in node.items():
-            out.append((*prefix, key))
-            out.extend(_paths(child, (*prefix, key)))
-    elif isinstance(node, list):
-        for i, child in enumerate(node):
-            out.append((*prefix, i))
-            out.extend(_paths(child, (*prefix, i)))
-    return out
 
 
-FIXTURE_DOCS = {name: doc(name) for name in FIXTURES}
 
 
-@st.composite
-def mutated_fixtures(draw: Any) -> dict[str, Any]:
-    body = copy.deepcopy(FIXTURE_DOCS[draw(st.sampled_from(FIXTURES))])
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(body)
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        parent: Any = body
-        for step in path[:-1]:
-            parent = parent[step]
-        if draw(st.booleans()):
-            parent[path[-1]] = draw(json_values)
-        elif isinstance(parent, dict):
-            del parent[path[-1]]
-        else:
-            parent.pop(path[-1])
-    return body
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -90,7 +90,7 @@ def _senders_paused(request: pytest.FixtureRequest) -> Any:
     lanes = Lanes(get_redis())
     names = [s.name for s in get_settings().sender_list]
     for name in names:
-        lanes.pause(name, {"error_code": 0, "error": "paused by tests/test_privacy.py"})
+        lanes.pause(name, {"error_code": 0, "error": "paused by tests/unit/test_privacy.py"})
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import yaml
 from wanotify.cli.main import app
 from wanotify.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _compose() -> dict[str, Any]:

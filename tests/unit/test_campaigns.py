@@ -223,7 +223,7 @@ def test_meta_pausing_a_template_or_rating_it_red_pauses_its_campaigns(
 
     cid = _running(monkeypatch)
     other = _running(monkeypatch, template="appointment_reminder", kind="transactional")
-    doc = json.loads((Path(__file__).parent / "data" / "webhooks" / fixture).read_text())
+    doc = json.loads((Path(__file__).resolve().parents[1] / "data" / "webhooks" / fixture).read_text())
     doc["entry"][0]["changes"][0]["value"]["message_template_name"] = "seasonal_sale"
     ingest_inbox(store_webhooks([json.dumps(doc).encode()]))
     st = status(cid)

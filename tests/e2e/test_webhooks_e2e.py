@@ -18,7 +18,7 @@ from wanotify.inbound.signature import sign
 pytestmark = pytest.mark.slow
 
 SECRET = "test-app-secret"
-DATA = Path(__file__).parent / "data" / "webhooks"
+DATA = Path(__file__).resolve().parents[1] / "data" / "webhooks"
 
 
 def _post(stack: Stack, body: bytes, signature: str | None) -> httpx.Response:

@@ -22,7 +22,6 @@ import copy
 import random
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,12 +32,12 @@ from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from conftest import FUZZ_COUNTS, Stack, hold_kick_slots
-from test_webhook_parse import json_values, mutated_fixtures
 from wanotify.core.status import RANK, advances
 from wanotify.inbound.signature import sign
+from webhook_cases import DATA, json_values, mutated_fixtures
 
 SECRET = "test-app-secret"
-DATA = Path(__file__).parent / "data" / "webhooks"
+
 FIXTURE_BODIES = {p.name: p.read_bytes() for p in sorted(DATA.glob("*.json"))}
 MAX_WEBHOOK = 3 * 1024 * 1024
 SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",

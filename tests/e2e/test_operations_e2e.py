@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_flower_needs_auth_and_shows_every_queue(stack: Stack, tmp_path: Path) -> None:
     # Open Flower only on loopback, and only when asked (without credentials it generates a
-    # password: tests/test_flower_auth.py).
+    # password: tests/unit/test_flower_auth.py).
     refused = subprocess.run([sys.executable, "-m", "wanotify", "flower", "--address", "0.0.0.0", "--no-auth"],
                              capture_output=True, text=True, env={**stack.env, "XDG_STATE_HOME": str(tmp_path)},
                              timeout=60)
