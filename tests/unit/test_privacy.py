@@ -326,3 +326,30 @@ def test_beat_runs_the_purge_hourly() -> None:
     entry = celery_app.conf.beat_schedule["privacy-purge"]
     assert entry["task"] == "wanotify.purge" == purge_task.name and entry["schedule"] == 3600.0
     assert celery_app.conf.task_routes["wanotify.purge"] == {"queue": "bulk"}
+
+
+def test_a_redelivered_inbound_message_after_its_purge_does_not_break_the_next_purge(db: Any) -> None:
+    """Meta redelivers a webhook after its message was anonymised: the raw copy has the same wamid, whose
+    hash the anonymised twin already holds (a unique column). The next purge deletes the copy."""
+    from wanotify.privacy.retention import purge
+
+    wamid = f"wamid.IN-{uuid.uuid4().hex}"
+    sql = text("INSERT INTO inbound_messages (wamid, from_number, phone_number_id, type, text, payload, at)"
+               " VALUES (:w, :f, 'PNID', 'text', 'hello', '{}'::jsonb, now() - interval '400 days')")
+    phone = _phone()
+    with db() as s:
+        s.execute(sql, {"w": wamid, "f": phone})
+    purge()
+    with db() as s:
+        s.execute(sql, {"w": wamid, "f": phone})  # the redelivery, stored raw once more
+    rep = purge()
+    steps = {(r.table, r.what): r.rows for r in rep.rows}
+    assert steps[("inbound_messages", "redelivered copies of anonymised messages")] >= 1
+    with db() as s:
+        rows = s.execute(text("SELECT wamid, from_number, text FROM inbound_messages"
+                              " WHERE wamid = :w OR from_number = :f"), {"w": wamid, "f": phone}).all()
+    assert rows == []  # neither the raw copy nor anything in clear is left
+    with db() as s:
+        hashed = s.execute(text("SELECT count(*) FROM inbound_messages WHERE wamid LIKE 'h:%' AND text IS NULL"
+                                " AND at < now() - interval '399 days'")).scalar_one()
+    assert hashed >= 1

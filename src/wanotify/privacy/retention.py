@@ -197,10 +197,23 @@ WHERE t.campaign_id = due.campaign_id AND t.phone = due.phone
 """
 
 _INBOUND_DUE = "from_number NOT LIKE '_:%' AND at < :cut"
+# A webhook Meta redelivers after its message was anonymised arrives as a new raw row with the
+# same wamid: its anonymised twin already holds the hashed wamid, so the copy is deleted.
+_INBOUND_HASH = f"'h:' || left({sql_hmac('wamid', 'wamid')}, 40)"
 _PURGE_INBOUND = f"""
-UPDATE inbound_messages t SET from_number = {pseudo_sql('t.from_number')}, text = NULL,
-  payload = jsonb_build_object('type', t.type), wamid = 'h:' || left({sql_hmac('t.wamid', 'wamid')}, 40)
-WHERE id IN (SELECT id FROM inbound_messages WHERE {_INBOUND_DUE} ORDER BY at LIMIT :n FOR UPDATE SKIP LOCKED)
+WITH due AS (
+  SELECT id, {_INBOUND_HASH} AS hw FROM inbound_messages WHERE {_INBOUND_DUE}
+  ORDER BY at LIMIT :n FOR UPDATE SKIP LOCKED
+), twin AS (
+  SELECT due.id FROM due WHERE EXISTS (SELECT 1 FROM inbound_messages o WHERE o.wamid = due.hw)
+), dropped AS (
+  DELETE FROM inbound_messages t USING twin WHERE t.id = twin.id RETURNING t.id
+), changed AS (
+  UPDATE inbound_messages t SET from_number = {pseudo_sql('t.from_number')}, text = NULL,
+    payload = jsonb_build_object('type', t.type), wamid = due.hw
+  FROM due WHERE t.id = due.id AND due.id NOT IN (SELECT id FROM twin) RETURNING t.id
+)
+SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM dropped)
 """
 
 
@@ -260,9 +273,19 @@ def purge(now: datetime | None = None, dry_run: bool = False, limit: int = BATCH
     if (period := periods.get("inbound")) is not None:
         cut = now - period
         p = {"cut": cut, **pads}
-        n = (_count(f"SELECT count(*) FROM inbound_messages WHERE {_INBOUND_DUE}", p)[0] if dry_run
-             else _loop(_PURGE_INBOUND, p, limit))
+        if dry_run:
+            n, twins = _count(f"SELECT count(*) FROM inbound_messages WHERE {_INBOUND_DUE}", p)[0], 0
+        else:
+            n = twins = 0
+            while True:
+                with connection_scope() as conn:
+                    a, b = conn.execute(text(_PURGE_INBOUND), {**p, "n": limit}).one()
+                n, twins = n + a, twins + b
+                if a + b < limit:
+                    break
         rep.add("inbound_messages", "from, text, payload", "anonymised", n, cut)
+        if twins:
+            rep.add("inbound_messages", "redelivered copies of anonymised messages", "deleted", twins, cut)
 
     # The oldest first by id where ids follow arrival (the primary key stops the scan early);
     # unmatched events through the notification_id index.
