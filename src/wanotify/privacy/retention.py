@@ -232,6 +232,27 @@ def _count(sql: str, params: dict[str, Any]) -> Any:
         return s.execute(text(sql), params).one()
 
 
+def _purge_inbound(rep: Report, period: timedelta | None, now: datetime, pads: dict[str, bytes],
+                   dry_run: bool, limit: int) -> None:
+    if period is None:
+        return
+    cut = now - period
+    p = {"cut": cut, **pads}
+    if dry_run:
+        n, twins = _count(f"SELECT count(*) FROM inbound_messages WHERE {_INBOUND_DUE}", p)[0], 0
+    else:
+        n = twins = 0
+        while True:
+            with connection_scope() as conn:
+                a, b = conn.execute(text(_PURGE_INBOUND), {**p, "n": limit}).one()
+            n, twins = n + a, twins + b
+            if a + b < limit:
+                break
+    rep.add("inbound_messages", "from, text, payload", "anonymised", n, cut)
+    if twins:
+        rep.add("inbound_messages", "redelivered copies of anonymised messages", "deleted", twins, cut)
+
+
 def purge(now: datetime | None = None, dry_run: bool = False, limit: int = BATCH,
           periods: dict[str, timedelta | None] | None = None) -> Report:
     """Anonymise or delete what is past its retention (``now``: the clock, for tests);
@@ -270,22 +291,7 @@ def purge(now: datetime | None = None, dry_run: bool = False, limit: int = BATCH
                  else _loop(_PURGE_RCPTS, p, limit))
             rep.add("campaign_recipients", f"of finished {kind} campaigns", "anonymised", n, cut)
 
-    if (period := periods.get("inbound")) is not None:
-        cut = now - period
-        p = {"cut": cut, **pads}
-        if dry_run:
-            n, twins = _count(f"SELECT count(*) FROM inbound_messages WHERE {_INBOUND_DUE}", p)[0], 0
-        else:
-            n = twins = 0
-            while True:
-                with connection_scope() as conn:
-                    a, b = conn.execute(text(_PURGE_INBOUND), {**p, "n": limit}).one()
-                n, twins = n + a, twins + b
-                if a + b < limit:
-                    break
-        rep.add("inbound_messages", "from, text, payload", "anonymised", n, cut)
-        if twins:
-            rep.add("inbound_messages", "redelivered copies of anonymised messages", "deleted", twins, cut)
+    _purge_inbound(rep, periods.get("inbound"), now, pads, dry_run, limit)
 
     # The oldest first by id where ids follow arrival (the primary key stops the scan early);
     # unmatched events through the notification_id index.
