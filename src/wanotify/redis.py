@@ -6,9 +6,16 @@ own event loop, has an asyncio client of its own in ``delivery.runtime``).
 
 from __future__ import annotations
 
+import kombu.exceptions
 import redis
 
 from wanotify.config import get_settings
+
+# What "Redis is away" looks like to callers, directly or through Celery's publisher.
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 
 _client: redis.Redis | None = None
 

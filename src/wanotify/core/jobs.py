@@ -169,3 +169,6 @@ class Accepted(BaseModel):
     id: str
     status: str
     duplicate: bool = False
+    # Stored in Postgres, but Redis was away when it was to be queued: it is safe (the
+    # sweeper queues it once Redis answers) and the caller is told so.
+    pending_push: bool = False

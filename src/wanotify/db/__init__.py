@@ -10,9 +10,16 @@ from contextlib import contextmanager
 import orjson
 import psycopg.types.json
 from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from wanotify.config import get_settings
+
+# What "Postgres is away" looks like to callers (connection refused, server gone, a timeout):
+# answered as unavailable (HTTP 503, a task retry), never as a bug.
+POSTGRES_DOWN: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError, sa_exc.InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+)
 
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None

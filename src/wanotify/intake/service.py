@@ -25,6 +25,7 @@ from wanotify.core.phones import digits
 from wanotify.core.templates import Catalogue, TemplateError
 from wanotify.db import autocommit_scope, session_scope
 from wanotify.pacing.lanes import entry, push_entries
+from wanotify.redis import REDIS_DOWN
 from wanotify.templates.catalogue import get_catalogue
 
 log = logging.getLogger("wanotify.intake")
@@ -185,7 +186,15 @@ def store(items: list[Prepared], campaign_id: uuid.UUID | None = None
                 results[i] = Accepted(id=str(existing_id), status=status, duplicate=True)
             else:
                 results[i] = IdempotencyConflict(p.key, str(existing_id))
-    enqueue(fresh)
+    try:
+        enqueue(fresh)
+    except REDIS_DOWN:
+        # Committed, so not lost: the sweeper pushes jobs no lane holds once Redis is back.
+        log.warning("Redis unavailable: %d stored jobs wait for the sweeper to queue them", len(fresh),
+                    exc_info=True)
+        pushed = {str(p.id) for p in fresh}
+        results = [r.model_copy(update={"pending_push": True})
+                   if isinstance(r, Accepted) and r.id in pushed else r for r in results]
     return [r for r in results if r is not None]
 
 

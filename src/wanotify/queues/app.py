@@ -13,6 +13,7 @@ from kombu.entity import Exchange, Queue
 
 from wanotify.config import get_settings
 from wanotify.logs import args_summary
+from wanotify.queues.broker import WanotifyAMQP
 from wanotify.queues.names import (
     BULK,
     PERSONAL_ARGS,
@@ -38,7 +39,8 @@ class WanotifyCelery(Celery):
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = WanotifyCelery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"])
+    app = WanotifyCelery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"],
+                         amqp=WanotifyAMQP)
     exchange = Exchange("wanotify", type="direct")
     app.conf.update(
         task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],

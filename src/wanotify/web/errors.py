@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from wanotify.db import POSTGRES_DOWN
+from wanotify.redis import REDIS_DOWN
 from wanotify.web.hot_paths import declared_over
 from wanotify.web.routing import allowed_methods
 
@@ -44,9 +46,28 @@ def error_body(code: str, message: str, fields: Fields | None = None) -> dict[st
     return {"error": body}
 
 
-def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.status,
-                        headers=exc.headers)
+def error_response(exc: ApiError, **extra: Any) -> JSONResponse:
+    return JSONResponse({**error_body(exc.code, exc.message, exc.fields), **extra},
+                        status_code=exc.status, headers=exc.headers)
+
+
+RETRY_AFTER_S = 5
+# What the API answers while Postgres or Redis is away (also the type to catch them by).
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (*POSTGRES_DOWN, *REDIS_DOWN)
+
+
+def unavailable(exc: BaseException) -> ApiError:
+    """503 with a Retry-After: nothing was stored (Postgres away), or the answer says what was."""
+    which = "Postgres" if isinstance(exc, POSTGRES_DOWN) else "Redis"
+    return ApiError(503, "unavailable", f"{which} is unavailable: nothing was stored; retry later",
+                    headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def stored_not_queued(job_ids: list[str]) -> ApiError:
+    """Stored in Postgres while Redis is away: safe, queued by the sweeper once Redis is back."""
+    what = "the job was" if len(job_ids) == 1 else f"{len(job_ids)} jobs were"
+    return ApiError(503, "unavailable", f"Redis is unavailable: {what} stored and will be sent once it"
+                    " is back (do not enqueue again)", headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def field_error(status: int, code: str, message: str, field: str, reason: str) -> ApiError:
@@ -123,6 +144,11 @@ def install_handlers(app: FastAPI) -> None:
             headers["Allow"] = allowed_methods(app, request.url.path)
         return error_response(ApiError(exc.status_code, "http_error", str(exc.detail), headers=headers))
 
+    async def dependency_down(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(unavailable(exc))
+
+    for kind in DEPENDENCY_DOWN:
+        app.add_exception_handler(kind, dependency_down)
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http)

@@ -11,11 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from wanotify.accounts.api_keys import KeyRecord, KeyRejected, scope_job
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.core.jobs import Accepted
 from wanotify.intake.service import notify_many, prepare
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.ops.views import notification_view
 from wanotify.web.auth import ApiKey, authorize, scoped
 from wanotify.web.errors import (
+    DEPENDENCY_DOWN,
     MAX_BATCH,
     MAX_BATCH_BYTES,
     MAX_JOB_BYTES,
@@ -26,6 +28,8 @@ from wanotify.web.errors import (
     parse_json,
     read_body,
     read_json,
+    stored_not_queued,
+    unavailable,
 )
 from wanotify.web.state import WebState, get_state
 
@@ -51,6 +55,8 @@ async def enqueue_one(state: WebState, headers: Mapping[str, str], raw: bytes) -
             acc = await state.enqueue_writes.submit(prepared)
             if isinstance(acc, (IdempotencyConflict, InvalidJob)):
                 raise acc
+        except DEPENDENCY_DOWN as exc:
+            raise unavailable(exc) from None
         except InvalidJob as exc:
             JOBS_REJECTED.labels("api").inc()
             raise ApiError(422, "invalid_job", str(exc), exc.as_json()) from None
@@ -61,6 +67,8 @@ async def enqueue_one(state: WebState, headers: Mapping[str, str], raw: bytes) -
         return error_response(exc)
     if not acc.duplicate:
         JOBS_ACCEPTED.labels(prepared.body.kind, "api").inc()
+    if acc.pending_push:
+        return error_response(stored_not_queued([acc.id]), id=acc.id, status=acc.status)
     return JSONResponse({"id": acc.id, "status": acc.status}, status_code=200 if acc.duplicate else 202)
 
 
@@ -94,6 +102,9 @@ async def create_batch(record: ApiKey, request: Request) -> JSONResponse:
                                 "fields": [{"field": "idempotency_key", "reason": _conflict(record, r)}]}}
         else:
             out[i] = {"id": r.id, "status": r.status}
+    waiting = [r.id for r in results if isinstance(r, Accepted) and r.pending_push]
+    if waiting:  # every job in "results" with an id is stored: the producer must not resend them
+        return error_response(stored_not_queued(waiting), results=out)
     return JSONResponse({"results": out}, status_code=202)
 
 
