@@ -38,7 +38,12 @@ ERROR_BODY: dict[str, Any] = {
                     },
                 },
             },
-        }
+        },
+        # A 503 for an enqueue stored while Redis was away names what was stored.
+        "id": {"type": "string", "description": "503 of a single enqueue: the stored job"},
+        "status": {"type": "string", "description": "503 of a single enqueue: the stored job's status"},
+        "results": {"type": "array", "items": {"type": "object"},
+                    "description": "503 of a batch: one result per job, as in its 202"},
     },
 }
 
@@ -87,7 +92,9 @@ _WHY = {
     "413": "body over the size limit",
     "422": "invalid request: the fields and reasons are listed",
     "429": "the API key's request rate is spent: retry after Retry-After seconds",
-    "503": "a dependency is unavailable; retry later",
+    "503": "Postgres or Redis is unavailable: retry after Retry-After seconds. Nothing was stored,"
+           " unless the body says otherwise: an enqueue stored while Redis is away names the job"
+           " (id, status) or carries the batch's results; those are sent once Redis is back",
 }
 
 
@@ -99,7 +106,7 @@ def _error(code: str) -> dict[str, Any]:
     resp = _json(ERROR_REF, _WHY[code])
     if code == "401":
         resp["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}
-    if code == "429":
+    if code in ("429", "503"):
         resp["headers"] = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
     return resp
 
@@ -136,7 +143,7 @@ def _operation(path: str, method: str, op: dict[str, Any]) -> None:
     has_id = "{" in path
     if path.startswith("/v1/"):
         op["security"] = [{"bearer": []}]
-        errors += ["401", "403", "422", "429"]
+        errors += ["401", "403", "422", "429", "503"]
         if method == "post":
             errors.append("413")
         if has_id:
