@@ -1,16 +1,20 @@
 """``wanotify bench chaos``: 2,000 mixed jobs through the sandbox while things break.
 
-One run: the sandbox (failure injection on), the web app and two workers; then, while the
-jobs flow: a worker is SIGKILLed mid-batch (and started again), Redis is "restarted" (its
-database flushed and every client connection dropped, as a restart without persistence
-does), Postgres refuses connections for 20 s (the database is closed to connections and its
-sessions terminated), and the sandbox answers 500s and times out for a while. Then it waits
-for every job to reach an outcome and counts, from Postgres and from the sandbox's own log:
-jobs lost, duplicate sends, fallbacks sent twice, status events lost, and the retry delays.
+One run: a private Redis and a private Postgres of its own (``devtools.servers``), the
+sandbox (failure injection on), the web app and two workers; then, while the jobs flow: a
+worker is SIGKILLed mid-batch (and started again), Redis is SIGKILLed and started again
+empty on the same port 3 s later, Postgres is stopped with ``pg_ctl stop -m immediate`` for
+20 s and started again (crash recovery), and the sandbox answers 500s and times out for a
+while. Producers keep enqueueing during each outage: every answer must be a 503 with the
+JSON error body and a Retry-After, naming the job if it was stored. Then it waits for every
+job to reach an outcome and counts, from Postgres and from the sandbox's own log: jobs lost,
+duplicate sends, fallbacks sent twice, status events lost, processes that died, and the
+retry delays.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 import time
@@ -20,14 +24,14 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import psycopg
-import redis
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import make_url, text
+from sqlalchemy import create_engine, text
 
+from wanotify.config import reset_settings
 from wanotify.core.status import OUTCOMES
-from wanotify.db import session_scope
+from wanotify.db import dispose_engine, session_scope
+from wanotify.db.migrate import upgrade
 from wanotify.devtools.bench.common import (
     BenchEnv,
     bench_env,
@@ -36,6 +40,8 @@ from wanotify.devtools.bench.common import (
     wait_until,
 )
 from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
+from wanotify.devtools.servers import PrivatePostgres, PrivateRedis
+from wanotify.redis import reset_clients
 
 console = Console()
 
@@ -70,13 +76,6 @@ def _jobs(n: int, seed: int = 3) -> list[dict[str, Any]]:
     return out
 
 
-def _admin_sql(env: BenchEnv, sql: str) -> None:
-    u = make_url(env.database_url)
-    admin = u.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql)  # our own fixed statements
-
-
 def run(jobs: int = 2000, pg_down_s: float = 20.0, timeout: float = 300.0) -> dict[str, Any]:
     extra = {"WANOTIFY_HTTP_TIMEOUT_S": "2", "WANOTIFY_LEASE_S": "20", "WANOTIFY_SWEEP_INTERVAL_S": "3",
              "WANOTIFY_BROKER_VISIBILITY_TIMEOUT_S": "30", "WANOTIFY_OTP_DELIVERY_DEADLINE_S": "30"}
@@ -88,37 +87,70 @@ def run(jobs: int = 2000, pg_down_s: float = 20.0, timeout: float = 300.0) -> di
         console.print(f"[dim]{time.monotonic() - t0:6.1f}s[/dim] {what}")
 
     with bench_env("chaos", extra_env=extra) as env:
-        dbname = make_url(env.database_url).database
-        web_port = free_port()
-        sb_url = _start_sandbox_and_web(env, web_port)
-        workers: list[Proc] = []
-        _start_worker(env, workers, 0)
-        w1 = _start_worker(env, workers, 1)
-        ids = _enqueue(env, web_port, _jobs(jobs), mark)
+        redis_srv, pg = _private_servers(env)
+        probes: Counter[str] = Counter()
+        try:
+            web_port = free_port()
+            sb_url = _start_sandbox_and_web(env, web_port)
+            workers: list[Proc] = []
+            _start_worker(env, workers, 0)
+            w1 = _start_worker(env, workers, 1)
+            api = _api(env, web_port)
+            ids = _enqueue(api, _jobs(jobs), mark)
 
-        time.sleep(1.5)
-        mark("SIGKILL worker 1 mid-batch")
-        w1.kill()
-        time.sleep(2)
-        _start_worker(env, workers, 1)
-        mark("worker 1 started again")
-        _restart_redis(env, mark)
-        _refuse_postgres(env, str(dbname), pg_down_s, mark)
-        _sandbox_trouble(sb_url, mark)
+            time.sleep(1.5)
+            mark("SIGKILL worker 1 mid-batch")
+            w1.kill()
+            time.sleep(2)
+            _start_worker(env, workers, 1)
+            mark("worker 1 started again")
+            refused = _restart_redis(redis_srv, api, ids, probes, mark)
+            refused += _stop_postgres(pg, api, pg_down_s, ids, probes, mark)
+            _sandbox_trouble(sb_url, mark)
 
-        done = wait_until(lambda: sum(v for k, v in _counts().items() if k in OUTCOMES) >= len(ids), timeout, 1.0)
-        mark("every job has an outcome" if done else f"gave up after {timeout:.0f}s")
-        httpx.post(f"{sb_url}/_sandbox/flush", timeout=60)
-        time.sleep(5)
-        final = _counts()
-        log = sandbox_log(sb_url)
-        sms = httpx.get(f"{sb_url}/_sandbox/sms", params={"limit": 100000}).json()["data"]
-        wamids, evented, retry_gaps = _stored_sends()
-        env.stop()
+            done = wait_until(lambda: sum(v for k, v in _counts().items() if k in OUTCOMES) >= len(ids),
+                              timeout, 1.0)
+            mark("every job has an outcome" if done else f"gave up after {timeout:.0f}s")
+            httpx.post(f"{sb_url}/_sandbox/flush", timeout=60)
+            time.sleep(5)
+            final = _counts()
+            log = sandbox_log(sb_url)
+            sms = httpx.get(f"{sb_url}/_sandbox/sms", params={"limit": 100000}).json()["data"]
+            wamids, evented, retry_gaps = _stored_sends()
+            probes["refused enqueues found stored"] = _keys_stored(refused)
+            died = [p.name for p in env.procs if not p.alive() and p is not w1]
+            env.stop()
+        finally:
+            env.stop()
+            dispose_engine()
+            redis_srv.kill()
+            pg.remove()
     res = _tally(ids, final, log, sms, wamids, evented)
-    res.update(retry_gaps=retry_gaps, events=events)
+    res.update(retry_gaps=retry_gaps, events=events, outage_answers=dict(probes), died=died)
     _print(res)
     return res
+
+
+def _private_servers(env: BenchEnv) -> tuple[PrivateRedis, PrivatePostgres]:
+    """A Redis and a Postgres that this run really kills; every process of the run uses them."""
+    redis_srv = PrivateRedis(env.workdir)
+    redis_srv.start()
+    pg = PrivatePostgres()
+    pg.start()
+    admin = create_engine(pg.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('CREATE DATABASE "wanotify"'))
+    admin.dispose()
+    db_url = pg.url("wanotify")
+    upgrade(db_url)
+    urls = {"WANOTIFY_REDIS_URL": redis_srv.url, "WANOTIFY_DATABASE_URL": db_url}
+    env.env.update(urls)
+    os.environ.update(urls)
+    env.redis_url, env.database_url = redis_srv.url, db_url
+    reset_settings()
+    reset_clients()
+    dispose_engine()
+    return redis_srv, pg
 
 
 def _start_sandbox_and_web(env: BenchEnv, web_port: int) -> str:
@@ -143,13 +175,16 @@ def _start_worker(env: BenchEnv, workers: list[Proc], i: int) -> Proc:
     return p
 
 
-def _enqueue(env: BenchEnv, web_port: int, bodies: list[dict[str, Any]],
-             mark: Callable[[str], None]) -> list[str]:
+def _api(env: BenchEnv, web_port: int) -> httpx.Client:
+    key = env.env["WANOTIFY_API_KEYS"].split(",")[0]
+    return httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": f"Bearer {key}"},
+                        timeout=60)
+
+
+def _enqueue(api: httpx.Client, bodies: list[dict[str, Any]], mark: Callable[[str], None]) -> list[str]:
     """The jobs through the batch endpoint; the ids accepted."""
     ids: list[str] = []
     mark(f"enqueueing {len(bodies)} jobs over HTTP")
-    api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Authorization": f"Bearer {env.env['WANOTIFY_API_KEYS'].split(',')[0]}"},
-                       timeout=60)
     for k in range(0, len(bodies), 250):
         r = api.post("/v1/notifications:batch", json=bodies[k : k + 250])
         r.raise_for_status()
@@ -158,23 +193,71 @@ def _enqueue(env: BenchEnv, web_port: int, bodies: list[dict[str, Any]],
     return ids
 
 
-def _restart_redis(env: BenchEnv, mark: Callable[[str], None]) -> None:
-    r_admin = redis.Redis.from_url(env.redis_url)
-    mark("Redis restart: database flushed, every client connection dropped")
-    r_admin.flushdb()
+def _probe(api: httpx.Client, n: int, what: str, ids: list[str], probes: Counter[str]) -> str | None:
+    """One enqueue during an outage, as a producer would; the idempotency key if it was refused."""
+    key = f"chaos-outage-{what}-{n}"
+    body = {"to": f"+9198{n % 100000:05d}{n * 7 % 1000:03d}", "template": "otp_code", "kind": "otp",
+            "params": {"body": [f"{n % 10**6:06d}"]}, "idempotency_key": key}
     try:
-        r_admin.client_kill_filter(_type="normal", skipme=True)
-    except redis.RedisError:
-        pass
+        r = api.post("/v1/notifications", json=body, timeout=10)
+    except httpx.HTTPError:
+        probes[f"{what}: no answer"] += 1
+        return None
+    json_body = r.headers.get("content-type", "").startswith("application/json")
+    if r.status_code in (200, 202):
+        probes[f"{what}: accepted"] += 1
+        ids.append(r.json()["id"])
+        return None
+    if r.status_code == 503 and json_body and r.headers.get("retry-after"):
+        data = r.json()
+        if "id" in data:
+            probes[f"{what}: 503 naming the stored job"] += 1
+            ids.append(data["id"])
+            return None
+        probes[f"{what}: 503, nothing stored"] += 1
+        return key
+    probes[f"{what}: other answer {r.status_code}"] += 1
+    return key
 
 
-def _refuse_postgres(env: BenchEnv, dbname: str, pg_down_s: float, mark: Callable[[str], None]) -> None:
-    mark(f"Postgres refuses connections for {pg_down_s:.0f} s")
-    _admin_sql(env, f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS false')
-    _admin_sql(env, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'")
-    time.sleep(pg_down_s)
-    _admin_sql(env, f'ALTER DATABASE "{dbname}" WITH ALLOW_CONNECTIONS true')
-    mark("Postgres back")
+def _probing(api: httpx.Client, seconds: float, what: str, ids: list[str], probes: Counter[str]) -> list[str]:
+    refused: list[str] = []
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        if (key := _probe(api, n, what, ids, probes)) is not None:
+            refused.append(key)
+        time.sleep(0.2)
+    return refused
+
+
+def _restart_redis(srv: PrivateRedis, api: httpx.Client, ids: list[str], probes: Counter[str],
+                   mark: Callable[[str], None]) -> list[str]:
+    mark("Redis SIGKILLed (restarted empty on the same port in 3 s)")
+    srv.kill()
+    refused = _probing(api, 3.0, "Redis down", ids, probes)
+    srv.start()
+    mark("Redis started again, empty")
+    return refused
+
+
+def _stop_postgres(pg: PrivatePostgres, api: httpx.Client, pg_down_s: float, ids: list[str],
+                   probes: Counter[str], mark: Callable[[str], None]) -> list[str]:
+    mark(f"Postgres stopped (pg_ctl stop -m immediate) for {pg_down_s:.0f} s")
+    pg.stop_immediate()
+    refused = _probing(api, pg_down_s, "Postgres down", ids, probes)
+    pg.start()
+    mark("Postgres started again (crash recovery)")
+    return refused
+
+
+def _keys_stored(keys: list[str]) -> int:
+    if not keys:
+        return 0
+    with session_scope() as s:
+        return int(s.execute(text("SELECT count(*) FROM notifications WHERE idempotency_key = ANY(:k)"),
+                             {"k": keys}).scalar_one())
 
 
 def _sandbox_trouble(sb_url: str, mark: Callable[[str], None]) -> None:
@@ -238,6 +321,9 @@ def _print(res: dict[str, Any]) -> None:
     t.add_row("duplicate WhatsApp sends (same job accepted twice)", str(res["duplicate_sends"]))
     t.add_row("status events lost", str(res["status_events_lost"]))
     t.add_row("fallbacks sent twice", str(res["fallbacks_twice"]))
+    for k, v in sorted(res["outage_answers"].items()):
+        t.add_row(f"enqueues during outages — {k}", str(v))
+    t.add_row("processes that died (other than the one SIGKILLed)", ", ".join(res["died"]) or "none")
     gaps = sorted(res["retry_gaps"])
     if gaps:
         q = statistics.quantiles(gaps, n=10) if len(gaps) >= 10 else gaps
