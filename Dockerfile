@@ -18,8 +18,8 @@ RUN pip install --no-cache-dir --no-deps . \
     && useradd --system --create-home --uid 10001 wanotify \
     && install -d -m 0700 -o wanotify -g wanotify /var/lib/wanotify
 # Beat's schedule and Flower's database and generated password (Settings.state_path): /app is
-# root's and read-only to the service user. docker-compose.yml mounts a volume here for Flower.
-VOLUME /var/lib/wanotify
+# root's and read-only to the service user. docker-compose.yml mounts a named volume here for
+# Flower (its login and state survive `down`/`up`).
 USER wanotify
 EXPOSE 8000 8900 5555 9809
 CMD ["wanotify", "web", "--host", "0.0.0.0", "--port", "8000"]
