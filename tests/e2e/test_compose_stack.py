@@ -2,10 +2,12 @@
 
 The engine is tests/e2e/compose_engine.py's: Debian's docker.io and docker-compose 1.29 in a
 network namespace holding only loopback, the base images stand-ins from Debian's packages.
-The compose file is used as it is, with one override file: every service on the engine's
-network (``network_mode: host``, so they share that loopback; the service names resolve
-to it), and the image's pip fed the wheels the host downloaded (a build container cannot
-reach the package registry), through the Dockerfile's ordinary PIP_* build arguments.
+The compose file is used as it is but for its ``ports:`` (compose 1.29 refuses published
+ports with host networking; tests/unit/test_deploy_files.py checks them), with one override
+file: every service on the engine's network (``network_mode: host``, so they share that
+loopback; the service names resolve to it), and the image's pip fed the wheels the host
+downloaded (a build container cannot reach the package registry), through the Dockerfile's
+ordinary PIP_* build arguments.
 
 It checks what a user of ``docker compose up --build`` meets: the stack comes up and stays
 up (no restarts: beat's schedule is writable), two workers on one network share it
@@ -147,6 +149,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                              "--directory", str(wheels), str(WHEELS_PORT)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+        for svc in base["services"].values():
+            svc.pop("ports", None)
+        compose_file = work / "docker-compose.yml"
+        compose_file.write_text(yaml.safe_dump(base, sort_keys=False))
         override = work / "compose.override.yml"
         override.write_text(yaml.safe_dump(_override(f"http://127.0.0.1:{WHEELS_PORT}/")))
         api_key = secrets.token_urlsafe(16)
@@ -158,7 +165,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "POSTGRES_PASSWORD": secrets.token_urlsafe(12),
         }.items()))
         env = {**engine.env, "COMPOSE_HTTP_TIMEOUT": "300"}
-        files = ["-f", str(ROOT / "docker-compose.yml"), "-f", str(override), "--env-file", str(env_file)]
+        files = ["-f", str(compose_file), "-f", str(override), "--env-file", str(env_file),
+                 "--project-directory", str(ROOT)]
         pool = ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(f"/run/netns/{engine.netns}",))
         s = Stack(engine, files, env, api_key, pool, work)
         try:
