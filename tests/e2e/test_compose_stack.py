@@ -164,7 +164,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "WANOTIFY_API_KEYS": api_key,
             "POSTGRES_PASSWORD": secrets.token_urlsafe(12),
         }.items()))
-        env = {**engine.env, "COMPOSE_HTTP_TIMEOUT": "300"}
+        # Only the env file: the shell's variables win over it in compose (and this test
+        # process has the suite's WANOTIFY_* settings).
+        env = {k: v for k, v in engine.env.items() if not k.startswith(("WANOTIFY_", "POSTGRES_"))}
+        env["COMPOSE_HTTP_TIMEOUT"] = "300"
         files = ["-f", str(compose_file), "-f", str(override), "--env-file", str(env_file),
                  "--project-directory", str(ROOT)]
         pool = ThreadPoolExecutor(1, initializer=_enter_netns, initargs=(f"/run/netns/{engine.netns}",))
