@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -194,6 +195,10 @@ def private_engine(log: Path) -> Iterator[Engine]:
     name = f"wanotify-compose-{os.getpid()}"
     run_dir = Path(f"/run/{name}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    # One engine at a time on the cached data root (two test runs at once wait here).
+    lock = (CACHE / "engine.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     socket = run_dir / "docker.sock"
     data_root = CACHE / "docker"
     data_root.mkdir(parents=True, exist_ok=True)
@@ -211,7 +216,7 @@ def private_engine(log: Path) -> Iterator[Engine]:
         with log.open("wb") as out:
             procs.append(subprocess.Popen(
                 [*enter, CONTAINERD, f"--config={run_dir / 'containerd.toml'}",
-                 f"--root={CACHE / 'containerd'}", f"--state={run_dir / 'containerd'}",
+                 f"--root={run_dir / 'containerd-root'}", f"--state={run_dir / 'containerd'}",
                  f"--address={containerd_sock}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             ))
@@ -244,5 +249,8 @@ def private_engine(log: Path) -> Iterator[Engine]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        # dockerd leaves its namespace's bind mount behind when it is killed.
+        subprocess.run(["umount", "-R", str(run_dir / "exec" / "netns" / "default")], capture_output=True)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
+        lock.close()
