@@ -281,14 +281,10 @@ def test_compose_stack_for_real(stack: Stack) -> None:
     assert _flower_answers(stack, login) == 200
     assert _flower_answers(stack, "ops:wrong") == 401
 
-    # Nothing else restarted: beat's schedule is writable, every service stayed up. A worker
-    # may have: seen here, Celery's consumer can die on the broker's loss ("Unrecoverable
-    # error: AttributeError(... 'hostname')") and `restart: unless-stopped` brings it back;
-    # the jobs above all reached `read` through it.
+    # Nothing restarted: beat's schedule is writable, and the workers survived Redis's restart
+    # (celery 5.7 + kombu 5.7 stopped them for good before wanotify.queues.broker).
     restarts = _restarts(stack)
-    steady = [n for n in LONG_RUNNING if n != "worker"]
-    assert {n: restarts[n] for n in steady} == dict.fromkeys(steady, 0)
-    assert restarts["worker"] < 100, "both workers running again"
+    assert {n: restarts[n] for n in LONG_RUNNING} == dict.fromkeys(LONG_RUNNING, 0), restarts
 
     # down and up: Redis's data, Flower's login and the database are still there.
     stack.compose("down", timeout=300)

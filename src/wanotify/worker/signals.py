@@ -33,6 +33,11 @@ def _logging(**_: Any) -> None:
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     global _sweeper, _token_watcher
+    if _sweeper is not None and _sweeper.is_alive():
+        # Celery sends worker_ready again when its consumer reconnects after the broker's
+        # loss: the threads and the metrics server of the first start are still running.
+        log.info("worker ready again after a broker reconnection; its threads are running")
+        return
     _sweeper = SweeperThread()
     _sweeper.start()
     _token_watcher = TokenWatcher()  # resumes senders paused for a token once a new one appears
