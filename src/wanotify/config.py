@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from wanotify.core.redis_urls import RedisUrlError, is_sentinel, parse_sentinel_url
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_TEMPLATES = DATA_DIR / "templates.yaml"
@@ -130,6 +133,48 @@ def parse_retention(spec: str) -> dict[str, timedelta | None]:
     return out
 
 
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$", re.I)
+_PERIOD_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+@dataclass(frozen=True)
+class AccountLimit:
+    """One WhatsApp Business Account's cap, shared by every number of it on every host."""
+
+    count: float
+    period_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period_s
+
+
+def parse_waba_limits(raw: str | None) -> dict[str, AccountLimit]:
+    """``{"102290129340398": "500/min"}`` (or ``@file``) → a cap per WABA id. Raises
+    ValueError naming the bad entry."""
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        data = load_ref(raw)
+    except (ValueError, OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"WANOTIFY_WABA_LIMITS: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError('WANOTIFY_WABA_LIMITS: must be a JSON object of WABA id -> rate, e.g. {"1029…": "500/min"}')
+    out: dict[str, AccountLimit] = {}
+    for key, value in data.items():
+        waba = str(key).strip()
+        if not re.fullmatch(r"[0-9]{5,20}", waba):
+            raise ValueError(f"WANOTIFY_WABA_LIMITS: {key!r} is not a WABA id (5 to 20 digits)")
+        m = _RATE.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"WANOTIFY_WABA_LIMITS[{waba}]: {value!r} is not a rate such as '500/min' or '10/s'")
+        count = float(m.group(1))
+        if count <= 0:
+            raise ValueError(f"WANOTIFY_WABA_LIMITS[{waba}]: {value!r} must be more than zero")
+        out[waba] = AccountLimit(count, float(_PERIOD_S[m.group(2).lower()]))
+    return out
+
+
 def load_ref(value: str) -> Any:
     """Parse a JSON/YAML literal or an ``@path`` to a JSON/YAML file."""
     text = value.strip()
@@ -144,7 +189,8 @@ class Settings(BaseSettings):
     )
 
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/wanotify"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = "redis://localhost:6379/0"  # or sentinel://host:port;sentinel://host:port
+    redis_sentinel_master: str = "mymaster"
     graph_api_url: str = "https://graph.facebook.com"
     graph_api_version: str = "v23.0"
     app_secret: SecretStr | None = None
@@ -182,6 +228,9 @@ class Settings(BaseSettings):
     # busy host (40-60 ms measured on 2 shared cores): 5% keeps every sliding second under
     # Meta's limit through it (at 0.975, some runs drew 130429 answers).
     pacing_safety: float = Field(default=0.95, gt=0.1, le=1.0)
+    # JSON object (or @file) of WABA id -> rate ("500/min", "10/s"): a cap shared by every
+    # number of that account on every host. None by default (Meta's pages state none today).
+    waba_limits: str | None = None
     worker_metrics_port: int = Field(default=9809, ge=0, le=65535)  # 0: off
     worker_metrics_addr: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on another host scrape
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
@@ -209,9 +258,31 @@ class Settings(BaseSettings):
         parse_retention(v)  # a clear error at start-up, naming the bad item
         return v
 
+    @field_validator("waba_limits")
+    @classmethod
+    def _waba_limits(cls, v: str | None) -> str | None:
+        parse_waba_limits(v)
+        return v
+
+    @cached_property
+    def waba_limit_map(self) -> dict[str, AccountLimit]:
+        return parse_waba_limits(self.waba_limits)
+
     @property
     def retention_periods(self) -> dict[str, timedelta | None]:
         return parse_retention(self.retention)
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> Settings:
+        if is_sentinel(self.redis_url):
+            try:
+                parse_sentinel_url(self.redis_url, self.redis_sentinel_master)
+            except RedisUrlError as exc:
+                raise ValueError(f"WANOTIFY_REDIS_URL: {exc}") from None
+        elif self.redis_url.split("://", 1)[0].lower() not in ("redis", "rediss", "unix"):
+            raise ValueError("WANOTIFY_REDIS_URL: must be redis://, rediss://, unix:// or "
+                             "sentinel://host:port[;sentinel://host:port...]")
+        return self
 
     @field_validator("graph_api_url")
     @classmethod

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aredis
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from wanotify.config import get_settings
 from wanotify.db import session_scope
+from wanotify.redis import async_client
 
 log = logging.getLogger("wanotify.accounts.api_keys")
 
@@ -303,7 +303,7 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:  # async clients belong to one loop
 
-            self._client = aredis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            self._client = async_client(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
             self._script = self._client.register_script(RATE_SCRIPT)
             self._loop = loop
         return self._script

@@ -21,6 +21,7 @@ import redis.asyncio as aredis
 from wanotify.config import get_settings
 from wanotify.delivery.dispatch import Dispatcher
 from wanotify.providers.whatsapp import new_client
+from wanotify.redis import async_client
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class Runtime:
         self.thread.start()
         self._ready.wait()
         self.http: aiohttp.ClientSession = self.run(self._make_http())
-        self.redis: aredis.Redis = aredis.Redis.from_url(self.settings.redis_url)
+        self.redis: aredis.Redis = async_client()
 
         self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
         # The send loop paces messages to the millisecond: keep collector pauses short.

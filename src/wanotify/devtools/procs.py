@@ -106,10 +106,18 @@ def wait_http(url: str, proc: Proc | None = None, timeout: float = 30.0) -> None
     raise RuntimeError(f"{url} not up after {timeout:.0f}s ({last})\n{proc.tail() if proc else ''}")
 
 
-def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0,
-                node: str | None = None) -> None:
-    """Wait until a Celery worker (the one whose node name starts with ``node``) answers ping."""
+def _ping_app(broker_url: str, transport_options: dict[str, object] | None) -> Celery:
     app = Celery("wanotify-ping", broker=broker_url)
+    if transport_options:
+        app.conf.broker_transport_options = transport_options
+    return app
+
+
+def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0,
+                node: str | None = None, transport_options: dict[str, object] | None = None) -> None:
+    """Wait until a Celery worker (the one whose node name starts with ``node``) answers ping
+    (``transport_options``: a Sentinel broker's ``master_name``)."""
+    app = _ping_app(broker_url, transport_options)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and not proc.alive():
@@ -117,7 +125,7 @@ def wait_worker(broker_url: str, proc: Proc | None = None, timeout: float = 30.0
         try:
             replies = app.control.ping(timeout=0.5)
         except Exception:  # the broker dropped our connection (a restart, a client kill): again
-            app = Celery("wanotify-ping", broker=broker_url)
+            app = _ping_app(broker_url, transport_options)
             time.sleep(0.2)
             continue
         names = [k for r in replies for k in r]

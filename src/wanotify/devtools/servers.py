@@ -17,8 +17,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -77,10 +78,15 @@ class PrivateRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        log = self.workdir / f"redis-{self.port}.log"
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"redis-{self.port}.log"
+
+    def start(self, extra: Sequence[str] = ()) -> None:
+        """Start (again) on the same port, empty; ``extra``: more server options."""
+        log = self.log
         self.proc = _spawn([self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir)],
+                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir), *extra],
                            log_path=log, cwd=self.workdir, run_as=None, stop_signal=signal.SIGTERM)
 
         def probe() -> None:
@@ -182,3 +188,93 @@ def new_workdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o700)
     return path
+
+
+class SentinelGroup:
+    """A real Redis master, one replica and three sentinels watching them (``mymaster``),
+    every one a private process on loopback; ``kill_master()`` SIGKILLs the master, and the
+    sentinels promote the replica (``down-after-milliseconds`` 1 s)."""
+
+    def __init__(self, workdir: Path, master: str = "mymaster", down_after_ms: int = 1000) -> None:
+        self.workdir = workdir
+        self.master_name = master
+        self.down_after_ms = down_after_ms
+        self.master = PrivateRedis(workdir / "master")
+        self.replica = PrivateRedis(workdir / "replica")
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def start(self) -> None:
+        for srv in (self.master, self.replica):
+            srv.workdir.mkdir(parents=True, exist_ok=True)
+        self.master.start()
+        self.replica.start(["--replicaof", "127.0.0.1", str(self.master.port)])
+        for port in self.sentinel_ports:
+            conf = self.workdir / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n")
+            log = self.workdir / f"sentinel-{port}.log"
+            proc = _spawn([self.master.exe, str(conf), "--sentinel"], log_path=log, cwd=self.workdir,
+                          run_as=None, stop_signal=signal.SIGTERM)
+            self.sentinels.append(proc)
+        for port, proc in zip(self.sentinel_ports, self.sentinels, strict=True):
+            self._wait_sentinel(port, proc)
+        self._wait_replica_synced()
+
+    def _wait_sentinel(self, port: int, proc: subprocess.Popen[bytes]) -> None:
+        def probe() -> None:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+            try:
+                peers: Any = client.sentinel_sentinels(self.master_name)
+                if len(peers) < 2:
+                    raise RuntimeError("the sentinels do not know each other yet")
+                if not client.sentinel_slaves(self.master_name):
+                    raise RuntimeError("no replica known yet")
+            finally:
+                client.close()
+
+        _wait(f"sentinel on {port}", probe, proc, self.workdir / f"sentinel-{port}.log", timeout=30)
+
+    def _wait_replica_synced(self) -> None:
+        assert self.replica.proc is not None
+
+        def probe() -> None:
+            info = redis.Redis(port=self.replica.port).info("replication")
+            if info.get("master_link_status") != "up":
+                raise RuntimeError("replica not in sync yet")
+
+        _wait("replica sync", probe, self.replica.proc, self.replica.log, timeout=30)
+
+    def master_addr(self) -> tuple[str, int] | None:
+        """The master the sentinels name now (asked of the first that answers)."""
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+            try:
+                got: Any = client.sentinel_get_master_addr_by_name(self.master_name)
+                if got:
+                    host = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
+                    return host, int(got[1])
+            except redis.RedisError:
+                continue
+            finally:
+                client.close()
+        return None
+
+    def kill_master(self) -> None:
+        self.master.kill()
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.master.kill()
+        self.replica.kill()

@@ -23,6 +23,7 @@ from wanotify.queues.names import (
     TASK_PURGE,
     TRANSACTIONAL,
 )
+from wanotify.redis import broker_options
 
 
 class WanotifyCelery(Celery):
@@ -39,7 +40,8 @@ class WanotifyCelery(Celery):
 
 def make_app() -> Celery:
     settings = get_settings()
-    app = WanotifyCelery("wanotify", broker=settings.redis_url, include=["wanotify.worker.tasks"],
+    broker, sentinel_options = broker_options()
+    app = WanotifyCelery("wanotify", broker=broker, include=["wanotify.worker.tasks"],
                          amqp=WanotifyAMQP)
     exchange = Exchange("wanotify", type="direct")
     app.conf.update(
@@ -69,6 +71,7 @@ def make_app() -> Celery:
         broker_transport_options={
             "visibility_timeout": settings.broker_visibility_timeout_s,
             "socket_keepalive": True,
+            **sentinel_options,
         },
         broker_connection_retry_on_startup=True,
         # Flower: task events on.
