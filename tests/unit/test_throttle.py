@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -697,3 +698,98 @@ def test_depths_report_the_wait_of_the_oldest_job(r: redis.Redis, clock: Clock) 
     assert d["otp"] == 1
     assert 2.4 <= d["wait_s"]["otp"] <= 2.7
     assert d["wait_s"]["marketing"] == 0.0
+
+
+# ---- the account's cap (WANOTIFY_WABA_LIMITS) --------------------------------------------
+
+
+def _two_senders(r: redis.Redis, a_kind: str, a_n: int, b_kind: str, b_n: int) -> None:
+    Lanes(r).push("a", a_kind, [entry(a_kind, f"a{i:03d}", rcpt(i)) for i in range(a_n)])
+    Lanes(r).push("b", b_kind, [entry(b_kind, f"b{i:03d}", rcpt(500 + i)) for i in range(b_n)])
+
+
+def _sweep_two(clock: Clock, pace_a: Pace, pace_b: Pace, window_ms: int,
+               step_ms: int = 5) -> list[tuple[float, str, str]]:
+    """Both senders' dispatchers, in turns whose order changes (independent processes);
+    (time, sender, job id) of every release."""
+    async def go(la: AsyncLanes) -> list[tuple[float, str, str]]:
+        out: list[tuple[float, str, str]] = []
+        end = clock.t + window_ms
+        rng = random.Random(7)
+        while clock.t <= end:
+            order = [("a", pace_a), ("b", pace_b)]
+            rng.shuffle(order)
+            for name, pace in order:
+                rel = await la.release(name, pace, 100, LEASE)
+                out += [(clock.t, name, parse_entry(e)[1]) for e in rel.entries]
+            clock.advance(step_ms)
+        return out
+
+    return arun(go)
+
+
+def _cap_pace(interval_ms: float, burst_ms: float) -> Pace:
+    # The numbers themselves are fast (100 mps each); the account allows 10/s.
+    return Pace(interval_ms=10, burst_ms=0, pair_interval_ms=0, pair_burst_ms=0,
+                waba_key="wn:waba:{102290129340398}:tat", waba_interval_ms=interval_ms, waba_burst_ms=burst_ms)
+
+
+def test_an_account_cap_holds_across_its_numbers(r: redis.Redis, clock: Clock) -> None:
+    _two_senders(r, "transactional", 200, "marketing", 200)
+    pace = _cap_pace(100, 0)
+    got = _sweep_two(clock, pace, pace, window_ms=5000)
+    times = [t for t, _, _ in got]
+    for i, start in enumerate(times):  # every sliding second: at most 10 + 1 (GCRA's edge)
+        assert sum(1 for t in times[i:] if t < start + 1000) <= 11
+    assert 48 <= len(got) <= 52  # 5 s at 10/s, both numbers sharing it
+    per_sender = {s: sum(1 for _, n, _ in got if n == s) for s in ("a", "b")}
+    assert min(per_sender.values()) > 0
+    # and without a cap the two numbers go at their own rates (20× more)
+    r.flushdb()
+    _two_senders(r, "transactional", 200, "marketing", 200)
+    free = Pace(interval_ms=10, burst_ms=0, pair_interval_ms=0, pair_burst_ms=0)
+    assert len(_sweep_two(clock, free, free, window_ms=1000)) > 150
+
+
+def test_otps_go_first_under_a_busy_account_cap(r: redis.Redis, clock: Clock) -> None:
+    """Number a keeps the cap busy with marketing; number b's OTPs use the cap's burst
+    tolerance (bulk lanes do not), so they leave at once instead of queueing behind it."""
+    _two_senders(r, "marketing", 300, "otp", 0)
+    pace = _cap_pace(100, 500)
+    _sweep_two(clock, pace, pace, window_ms=3000)  # a saturates the cap
+    Lanes(r).push("b", "otp", [entry("otp", f"otp{i}", rcpt(900 + i)) for i in range(3)])
+    t0 = clock.t
+    got = _sweep_two(clock, pace, pace, window_ms=1000)
+    otp_times = [t - t0 for t, name, job in got if name == "b"]
+    assert otp_times == [0.0, 10.0, 20.0]  # paced by the number's own 100 mps, not the cap's 10/s
+    # the cap still holds over the whole run: the OTPs' burst is taken from later bulk slots
+    bulk_after = [t for t, name, _ in got if name == "a"]
+    assert len(bulk_after) + 3 <= 11 + 5
+
+
+def test_waba_limits_setting_parses_and_names_bad_entries() -> None:
+    from wanotify.config import parse_waba_limits
+
+    got = parse_waba_limits('{"102290129340398": "500/min", "102290129340399": "10/s"}')
+    assert got["102290129340398"].per_second == pytest.approx(500 / 60)
+    assert got["102290129340399"].per_second == 10
+    assert parse_waba_limits(None) == {} and parse_waba_limits("") == {}
+    for raw, needle in (('{"abc": "10/s"}', "'abc' is not a WABA id"),
+                        ('{"102290129340398": "fast"}', "[102290129340398]: 'fast'"),
+                        ('{"102290129340398": "0/s"}', "more than zero"),
+                        ('["10/s"]', "must be a JSON object")):
+        with pytest.raises(ValueError, match=__import__("re").escape(needle)):
+            parse_waba_limits(raw)
+
+
+def test_pace_for_a_capped_account_keeps_every_period_under_the_cap() -> None:
+    from wanotify.config import SANDBOX_SENDER, SenderConfig, Settings
+
+    settings = Settings(waba_limits='{"102290129340398": "500/min"}')
+    pace = Pace.for_sender(SenderConfig.model_validate(SANDBOX_SENDER), settings)
+    assert pace.waba_key == "wn:waba:{102290129340398}:tat"
+    assert pace.waba_interval_ms == pytest.approx(60_000 / (500 * 0.95))
+    # floor((period + tau) / interval) + 1 <= count - 1
+    assert (60_000 + pace.waba_burst_ms) // pace.waba_interval_ms + 1 <= 499
+    other = Pace.for_sender(SenderConfig.model_validate({**SANDBOX_SENDER, "waba_id": "555555555"}), settings)
+    assert other.waba_key == ""

@@ -15,9 +15,12 @@
 -- The portfolio's daily unique-recipient tier: a recipient first messaged today counts once;
 -- marketing to a new recipient waits (held until the next UTC day) when the tier, or the
 -- share of it marketing may use, is spent; OTP and transactional still go (and count).
+-- The account's cap (WANOTIFY_WABA_LIMITS) is a second GCRA, shared by every number of the
+-- WABA: a slot must conform to both. OTPs may use the cap's burst tolerance, other lanes not,
+-- so OTPs of one number go first even while other numbers of the account keep the cap busy.
 -- ARGV: prefix, now_ms, max_n, interval_ms, burst_ms, lease_ms, pair_interval_ms,
 --       pair_burst_ms, wmkt, horizon_ms, tier_key ('' = unlimited), tier_limit,
---       marketing_limit, day_end_ms
+--       marketing_limit, day_end_ms, waba_key ('' = no cap), waba_interval_ms, waba_burst_ms
 -- Returns: {wait_ms, depth, next_due_ms or -1, slot_1, entry_1, slot_2, entry_2, ...}
 local p = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -33,6 +36,9 @@ local tier_key = ARGV[11] or ''
 local tier_limit = tonumber(ARGV[12] or '0')
 local mkt_limit = tonumber(ARGV[13] or '0')
 local day_end = tonumber(ARGV[14] or '0')
+local wkey = ARGV[15] or ''
+local winterval = tonumber(ARGV[16] or '0')
+local wburst = tonumber(ARGV[17] or '0')
 local tier_holds = 0
 
 -- true when the entry may go today (and counts it), false when marketing must wait
@@ -79,6 +85,12 @@ interval = interval * slow
 local tat = tonumber(redis.call('GET', p .. 'tat') or '0')
 if tat < now then tat = now end
 local limit = now + horizon
+local wtat = 0
+if wkey ~= '' then
+  wtat = tonumber(redis.call('GET', wkey) or '0')
+  if wtat < now then wtat = now end
+end
+local wblocked = false
 
 local out = {}
 local slots = {}
@@ -88,7 +100,10 @@ while #out < maxn and held < 500 do
   -- the next slot: the earliest conforming time for one more message
   local slot = tat - burst
   if slot < now then slot = now end
+  if wkey ~= '' and wtat - wburst > slot then slot = wtat - wburst end
   if slot > limit then break end
+  local rr_before = rr
+  local from = 'o'
   local e = redis.call('LPOP', p .. 'q:o')
   if not e then
     local tl = redis.call('LLEN', p .. 'q:t')
@@ -96,10 +111,22 @@ while #out < maxn and held < 500 do
     if tl == 0 and ml == 0 then break end
     if ml > 0 and (tl == 0 or rr >= wmkt) then
       e = redis.call('LPOP', p .. 'q:m')
+      from = 'm'
       rr = 0
     else
       e = redis.call('LPOP', p .. 'q:t')
+      from = 't'
       rr = rr + 1
+    end
+  end
+  if wkey ~= '' and from ~= 'o' and wtat > slot then
+    -- not an OTP: no share of the account cap's burst tolerance
+    slot = wtat
+    if slot > limit then
+      redis.call('LPUSH', p .. 'q:' .. from, e)
+      rr = rr_before
+      wblocked = true
+      break
     end
   end
   local ok = true
@@ -128,13 +155,24 @@ while #out < maxn and held < 500 do
   if ok then
     out[#out + 1] = body
     slots[#slots + 1] = slot
+    if slot > tat then tat = slot end
     tat = tat + interval
+    if wkey ~= '' then
+      if slot > wtat then wtat = slot end
+      wtat = wtat + winterval
+    end
     redis.call('ZADD', p .. 'inflight', slot + lease, body)
   end
 end
 redis.call('SET', p .. 'rr', tostring(rr))
 redis.call('SET', p .. 'tat', tostring(tat), 'PX', math.ceil(tat - now + 60000))
 local wait = tat - burst - now
+if wkey ~= '' then
+  redis.call('SET', wkey, tostring(wtat), 'PX', math.ceil(wtat - now + 60000))
+  local wnext = wtat - wburst
+  if wblocked then wnext = wtat end
+  if wnext - now > wait then wait = wnext - now end
+end
 if wait < 0 then wait = 0 end
 local depth = redis.call('LLEN', p .. 'q:o') + redis.call('LLEN', p .. 'q:t') + redis.call('LLEN', p .. 'q:m')
 local nd = redis.call('ZRANGE', p .. 'delay', 0, 0, 'WITHSCORES')

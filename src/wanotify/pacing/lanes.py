@@ -43,6 +43,11 @@ def prefix(sender: str) -> str:
     return f"wn:{{{sender}}}:"
 
 
+def waba_key(waba_id: str) -> str:
+    """The account cap's GCRA state (one key per WABA, whatever its numbers)."""
+    return f"wn:waba:{{{waba_id}}}:tat"
+
+
 def entry(kind: str, job_id: str, recipient: str) -> str:
     return f"{LANE_FOR_KIND[kind]}|{job_id}|{recipient}"
 
@@ -77,6 +82,11 @@ class Pace:
     pair_interval_ms: float
     pair_burst_ms: float
     window_cap: int = 1_000_000  # most sends in any sliding second (the dispatcher's gate)
+    # The account's cap (WANOTIFY_WABA_LIMITS), a GCRA shared by every number of the WABA:
+    # its key ('' = none), interval and burst tolerance.
+    waba_key: str = ""
+    waba_interval_ms: float = 0.0
+    waba_burst_ms: float = 0.0
 
     @classmethod
     def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
@@ -90,12 +100,31 @@ class Pace:
         # Meta measures the pair limit between arrivals, we between slots; a message may
         # leave after its slot (a slow claim, a busy loop), so keep a 10% margin.
         pair = s.pair_interval_s * 1000.0 * PAIR_MARGIN
+        waba = settings.waba_limit_map.get(s.waba_id)
+        w_key, w_interval, w_tau = "", 0.0, 0.0
+        if waba is not None:
+            # The same rule over the cap's own period: every sliding period holds at most
+            # count - 1 messages at count × pacing_safety.
+            # Unlike one number's sends, an account's come from several dispatchers, each a
+            # little late on its slots at times, and no per-process gate sees them all: the
+            # slots of any period plus that lateness (the reservation horizon + 100 ms) hold
+            # at most count - 1, so the sends Meta sees in any period stay within the cap.
+            period_ms = waba.period_s * 1000.0
+            late_ms = settings.reserve_horizon_ms + 100.0
+            w_interval = period_ms / (waba.count * settings.pacing_safety)
+            if waba.count > 1:
+                w_interval = max(w_interval, (period_ms + late_ms) / (waba.count - 1) + 0.001)
+            w_tau = max(0.0, (waba.count - 1) * w_interval - period_ms - late_ms - 0.01)
+            w_key = waba_key(s.waba_id)
         return cls(
             interval_ms=interval,
             burst_ms=tau,
             pair_interval_ms=pair,
             pair_burst_ms=pair * (s.pair_burst - 1),
             window_cap=max(1, int(s.mps * settings.pacing_safety) + 1),
+            waba_key=w_key,
+            waba_interval_ms=w_interval,
+            waba_burst_ms=w_tau,
         )
 
 
@@ -289,6 +318,9 @@ class AsyncLanes:
                 MARKETING_WEIGHT,
                 f"{horizon_ms:.3f}",
                 *t,
+                pace.waba_key,
+                f"{pace.waba_interval_ms:.6f}",
+                f"{pace.waba_burst_ms:.3f}",
             ]
         )
         wait, depth, nd = float(res[0]), int(res[1]), float(res[2])
