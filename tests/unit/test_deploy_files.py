@@ -19,6 +19,8 @@ from wanotify.cli.main import app
 from wanotify.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+# Services from upstream images (no wanotify command, no WANOTIFY_* environment).
+THIRD_PARTY = ("postgres", "redis", "prometheus", "grafana")
 
 
 def _compose() -> dict[str, Any]:
@@ -42,7 +44,7 @@ def test_compose_commands_are_real_verbs() -> None:
         if cmd and cmd[0] == "wanotify":
             _check_argv(cmd)
         else:
-            assert name in ("postgres", "redis"), name
+            assert name in THIRD_PARTY, name
 
 
 def test_compose_environment_names_settings() -> None:
@@ -52,7 +54,7 @@ def test_compose_environment_names_settings() -> None:
     unknown = [k for k in env if k.startswith("WANOTIFY_") and k not in fields]
     assert not unknown, unknown
     for name, svc in doc["services"].items():
-        if name not in ("postgres", "redis"):
+        if name not in THIRD_PARTY:
             assert svc["environment"] == env, name
 
 
@@ -84,3 +86,13 @@ def test_procfile_lines_are_real_verbs() -> None:
                                            .replace("${FLOWER_PORT:-5555}", "5555"))]
             _check_argv(argv)
             assert "--no-auth" not in argv
+
+
+def test_compose_prometheus_uses_the_shipped_config() -> None:
+    """Once compose has a `prometheus` service, it mounts deploy/prometheus (prometheus.yml
+    and the alert rules it loads) and publishes 9090."""
+    prom = _compose()["services"].get("prometheus")
+    if prom is None:
+        pytest.skip("docker-compose.yml has no prometheus service yet")
+    assert any(v.split(":")[0] == "./deploy/prometheus" for v in prom["volumes"]), prom["volumes"]
+    assert any(p.split(":")[-1] == "9090" for p in prom["ports"]), prom["ports"]
