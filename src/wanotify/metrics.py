@@ -21,8 +21,8 @@ JOBS_ACCEPTED = Counter("wanotify_jobs_accepted_total", "Jobs accepted for deliv
 JOBS_REJECTED = Counter("wanotify_jobs_rejected_total", "Jobs refused by validation", ["source"])
 WEBHOOKS = Counter("wanotify_webhooks_total", "Webhook POSTs received", ["result"])
 SENDS = Counter(
-    "wanotify_sends_total", "Provider calls by channel, outcome and error code",
-    ["channel", "outcome", "error_code"],
+    "wanotify_sends_total", "Provider calls by channel, outcome, error code and sender",
+    ["channel", "outcome", "error_code", "sender"],
 )
 ENQUEUE_TO_ACCEPTED = Histogram(
     "wanotify_enqueue_to_accepted_seconds", "From enqueue to Meta accepting the message", ["kind"],

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LONG_RUNNING = ["postgres", "redis", "web", "worker", "beat", "flower", "sandbox"]
 WANOTIFY_SERVICES = ["migrate", "web", "worker", "beat", "flower", "sandbox"]
 SECRETS = ["WANOTIFY_APP_SECRET", "WANOTIFY_VERIFY_TOKEN", "WANOTIFY_API_KEYS"]
+# Services from upstream images (no wanotify command, no WANOTIFY_* environment).
+THIRD_PARTY = ("postgres", "redis", "prometheus", "grafana")
 
 
 def _compose() -> dict[str, Any]:
@@ -49,7 +51,7 @@ def test_compose_commands_are_real_verbs() -> None:
         if cmd and cmd[0] == "wanotify":
             _check_argv(cmd)
         else:
-            assert name in ("postgres", "redis"), name
+            assert name in THIRD_PARTY, name
 
 
 def test_compose_environment_names_settings() -> None:
@@ -59,7 +61,7 @@ def test_compose_environment_names_settings() -> None:
     unknown = [k for k in env if k.startswith("WANOTIFY_") and k not in fields]
     assert not unknown, unknown
     for name, svc in doc["services"].items():
-        if name not in ("postgres", "redis"):
+        if name not in THIRD_PARTY:
             assert svc["environment"] == env, name
 
 
@@ -102,7 +104,9 @@ def _procfile() -> dict[str, str]:
 def test_procfile_mirrors_compose_and_migrates_once_per_release() -> None:
     procs = _procfile()
     services = _compose()["services"]
-    assert set(procs) - {"release"} == set(services) - {"postgres", "redis", "migrate"}
+    optional = {name for name, svc in services.items() if svc.get("profiles")}  # monitoring
+    assert optional == {"prometheus", "grafana"}
+    assert set(procs) - {"release"} == set(services) - {"postgres", "redis", "migrate"} - optional
     # Migrations run once per deploy (a release phase), never in front of every web process.
     assert shlex.split(procs["release"])[:2] == ["wanotify", "migrate"]
     assert "--wait" in procs["release"]
@@ -221,3 +225,11 @@ def test_image_installs_pinned_dependencies_before_the_source() -> None:
     for dep in deps:
         name = re.match(r"[A-Za-z0-9_.-]+", dep)
         assert name and name.group(0).lower().replace("_", "-") in names, dep
+def test_compose_prometheus_uses_the_shipped_config() -> None:
+    """Once compose has a `prometheus` service, it mounts deploy/prometheus (prometheus.yml
+    and the alert rules it loads) and publishes 9090."""
+    prom = _compose()["services"].get("prometheus")
+    if prom is None:
+        pytest.skip("docker-compose.yml has no prometheus service yet")
+    assert any(v.split(":")[0] == "./deploy/prometheus" for v in prom["volumes"]), prom["volumes"]
+    assert any(p.split(":")[-1] == "9090" for p in prom["ports"]), prom["ports"]

@@ -246,7 +246,7 @@ class Dispatcher:
             d = self._decide(sender, job, res)
             outcomes.append(Outcome(job, res, d))
             if not res.skipped:
-                SENDS.labels("whatsapp", d.action, str(res.error_code or "")).inc()
+                SENDS.labels("whatsapp", d.action, str(res.error_code or ""), sender.name).inc()
             if d.action == "done":
                 ENQUEUE_TO_ACCEPTED.labels(job.kind).observe(max(0.0, now_ms() / 1000 - (job.id.int >> 80) / 1000))
             e = by_id[str(job.id)]

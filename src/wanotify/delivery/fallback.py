@@ -33,7 +33,7 @@ TAKE_SQL = """
 UPDATE notifications SET fallback_state = 'running', updated_at = now()
 WHERE id = %(id)s AND fallback IS NOT NULL AND fallback_state IS NULL
   AND status IN ('failed', 'accepted', 'sent')
-RETURNING kind, template, language, params, text_body, fallback, expires_at, status
+RETURNING kind, template, language, params, text_body, fallback, expires_at, status, sender
 """
 
 ATTEMPT_SQL = """
@@ -107,7 +107,7 @@ def run_fallback(job_id: uuid.UUID, reason: str) -> str:
             if res.ok:
                 conn.exec_driver_sql(DONE_SQL, {"id": job_id, "status": f"fallback_{channel}",
                                                 "channel": channel, "pmid": res.wamid})
-        SENDS.labels(channel, "done" if res.ok else "fail", str(res.error_code or "")).inc()
+        SENDS.labels(channel, "done" if res.ok else "fail", str(res.error_code or ""), row.sender or "").inc()
         log.info("fallback %s", "sent" if res.ok else "failed", extra={
             "notification_id": str(job_id), "channel": channel, "reason": reason,
             "to": mask_phone(dest) if channel == "sms" else mask_email(dest),

@@ -1,5 +1,5 @@
-"""Metrics read at scrape time: pacing lanes and paused senders (Redis), dead letters and
-campaign progress (Postgres). ``register_collectors`` adds them to the process's registry
+"""Metrics read at scrape time: pacing lanes and paused senders (Redis), dead letters, the
+webhook inbox backlog, the last hour's jobs by outcome and campaign progress (Postgres). ``register_collectors`` adds them to the process's registry
 (the web app does; workers expose only their own counters)."""
 
 from __future__ import annotations
@@ -84,6 +84,53 @@ class DeadLetterCollector:
         yield g
 
 
+INBOX_SQL = text(
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(received_at)), 0)"
+    " FROM webhook_inbox WHERE processed_at IS NULL"  # the partial index ix_webhook_inbox_pending
+)
+
+RECENT_JOBS_SQL = text(
+    "SELECT kind, status, count(*) FROM notifications"
+    " WHERE kind = ANY(:kinds) AND created_at > now() - interval '1 hour' AND anonymised_at IS NULL"
+    " GROUP BY kind, status"  # a range of ix_notifications_retention (kind, created_at)
+)
+
+
+class InboxCollector:
+    """Webhook bodies stored and not yet ingested: how many, and how long the oldest has
+    waited. Unlike the ingest-lag histogram (observed by workers when they ingest), this
+    grows while no worker ingests at all."""
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily("wanotify_webhook_inbox_pending", "Webhook bodies stored, not yet ingested")
+        oldest = GaugeMetricFamily("wanotify_webhook_inbox_oldest_seconds",
+                                   "Age of the oldest webhook body not yet ingested (0 when none waits)")
+        try:
+            with session_scope() as s:
+                n, age = s.execute(INBOX_SQL).one()
+        except Exception:
+            return
+        pending.add_metric([], float(n))
+        oldest.add_metric([], float(age))
+        yield from (pending, oldest)
+
+
+class RecentJobsCollector:
+    """Jobs created in the last hour, by kind and current status (their outcomes so far)."""
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("wanotify_jobs_recent", "Jobs created in the last hour, by kind and current status",
+                              labels=["kind", "status"])
+        try:
+            with session_scope() as s:
+                rows = s.execute(RECENT_JOBS_SQL, {"kinds": list(KINDS)}).all()
+        except Exception:
+            return
+        for kind, st, n in rows:
+            g.add_metric([str(kind), str(st)], float(n))
+        yield g
+
+
 class CampaignCollector:
     """Progress of active campaigns (and those finished in the last day), from Postgres at
     scrape time: counts by status, read rate, billable messages by pricing category."""
@@ -132,6 +179,8 @@ def register_collectors() -> None:
     if not _registered:
         REGISTRY.register(LaneCollector())
         REGISTRY.register(DeadLetterCollector())
+        REGISTRY.register(InboxCollector())
+        REGISTRY.register(RecentJobsCollector())
         REGISTRY.register(CampaignCollector())
         _registered = True
 
