@@ -104,12 +104,9 @@ def services() -> Iterator[dict[str, str]]:
     import sys
 
     if "wanotify.queues.app" in sys.modules:  # likewise the Celery app's broker
-        from wanotify.queues.app import celery_app
+        from wanotify.queues.app import follow_settings
 
-        celery_app.conf.broker_url = redis_url
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
-            celery_app._pool = None
+        follow_settings()
     _fresh_database(db_url)
     import redis as _redis
 

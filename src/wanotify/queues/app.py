@@ -84,3 +84,19 @@ def make_app() -> Celery:
 
 
 celery_app = make_app()
+
+
+def follow_settings(app: Celery = celery_app) -> None:
+    """Point the app's broker at the current settings' Redis (a process that changes
+    ``WANOTIFY_REDIS_URL`` after importing wanotify: the CLI's benchmarks, tests). Without
+    this, its kicks and sends go to the Redis the settings named at import time."""
+    broker, sentinel_options = broker_options()
+    app.conf.broker_url = broker
+    app.conf.broker_transport_options = {
+        **{k: v for k, v in app.conf.broker_transport_options.items() if k not in ("master_name",)},
+        **sentinel_options,
+    }
+    pool = app._pool
+    if pool is not None:
+        pool.force_close_all()
+        app._pool = None

@@ -41,6 +41,7 @@ from wanotify.devtools.bench.common import (
 )
 from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
 from wanotify.devtools.servers import PrivatePostgres, PrivateRedis
+from wanotify.queues.app import follow_settings
 from wanotify.redis import reset_clients
 
 console = Console()
@@ -149,6 +150,7 @@ def _private_servers(env: BenchEnv) -> tuple[PrivateRedis, PrivatePostgres]:
     env.redis_url, env.database_url = redis_srv.url, db_url
     reset_settings()
     reset_clients()
+    follow_settings()
     dispose_engine()
     return redis_srv, pg
 

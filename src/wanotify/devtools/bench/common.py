@@ -25,6 +25,7 @@ from wanotify.db import dispose_engine
 from wanotify.db.migrate import upgrade
 from wanotify.devtools.embedded import services
 from wanotify.devtools.procs import Proc, free_port, wait_http
+from wanotify.queues.app import follow_settings
 from wanotify.redis import reset_clients
 
 
@@ -81,6 +82,7 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
             os.environ["WANOTIFY_SENDERS"] = json.dumps(senders)
         reset_settings()
         reset_clients()
+        follow_settings()  # kicks from this process (in-process intake) go to the bench's Redis
         dispose_engine()
         upgrade(db_url)
         env = BenchEnv(dict(os.environ), workdir, redis_url, db_url)
@@ -93,6 +95,7 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
             os.environ.update(saved)
             reset_settings()
             reset_clients()
+            follow_settings()
 
 
 def start_sandbox(env: BenchEnv, latency_ms: float = 0.0, webhooks: bool = False,
