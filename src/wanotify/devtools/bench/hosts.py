@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -51,7 +52,6 @@ from wanotify.db import dispose_engine
 from wanotify.db.migrate import upgrade
 from wanotify.devtools.bench.common import (
     BenchEnv,
-    bench_env,
     median,
     percentile,
     sandbox_log,
@@ -247,23 +247,47 @@ def _otp_stream(stop: threading.Event, api_url: str, key: str, senders: list[dic
                 enqueued[r.json()["id"]] = t0
 
 
-def _servers(env: BenchEnv, net: Network) -> tuple[PrivateRedis, PrivatePostgres]:
-    """Redis and Postgres of this run, on the bridge's address: every host reaches them."""
-    redis_srv = PrivateRedis(env.workdir, bind=net.gateway)
-    redis_srv.start()
+@contextmanager
+def private_env(net: Network, senders: list[dict[str, Any]]) -> Iterator[BenchEnv]:
+    """A Redis and a Postgres of this run only, on the bridge's address (every host reaches
+    them; no shared server is touched), and the settings every process of the run shares."""
+    workdir = Path(tempfile.mkdtemp(prefix="wanotify-bench-hosts-"))
+    os.chmod(workdir, 0o700)
+    saved = dict(os.environ)
+    redis_srv = PrivateRedis(workdir, bind=net.gateway)
     pg = PrivatePostgres(host=net.gateway)
-    pg.allow(net.cidr)
-    pg.start()
-    db_url = pg.url("wanotify")
-    upgrade(db_url)
-    urls = {"WANOTIFY_REDIS_URL": redis_srv.url, "WANOTIFY_DATABASE_URL": db_url}
-    env.env.update(urls)
-    os.environ.update(urls)
-    env.redis_url, env.database_url = redis_srv.url, db_url
-    reset_settings()
-    reset_clients()
-    dispose_engine()
-    return redis_srv, pg
+    try:
+        redis_srv.start()
+        pg.allow(net.cidr)
+        pg.start()
+        db_url = pg.url("wanotify")
+        os.environ.update({
+            "WANOTIFY_DATABASE_URL": db_url,
+            "WANOTIFY_REDIS_URL": redis_srv.url,
+            "WANOTIFY_APP_SECRET": os.environ.get("WANOTIFY_APP_SECRET", "bench-secret"),
+            "WANOTIFY_API_KEYS": os.environ.get("WANOTIFY_API_KEYS", "bench-key"),
+            "WANOTIFY_LOG_LEVEL": "WARNING",
+            "WANOTIFY_QUIET_HOURS": "off",  # marketing is not held at night
+            "WANOTIFY_SENDERS": json.dumps(senders),
+            **RUN_ENV,
+        })
+        reset_settings()
+        reset_clients()
+        dispose_engine()
+        upgrade(db_url)
+        env = BenchEnv(dict(os.environ), workdir, redis_srv.url, db_url)
+        try:
+            yield env
+        finally:
+            env.stop()
+    finally:
+        dispose_engine()
+        redis_srv.kill()
+        pg.remove()
+        os.environ.clear()
+        os.environ.update(saved)
+        reset_settings()
+        reset_clients()
 
 
 def _start_stack(env: BenchEnv, net: Network) -> Stack:
@@ -317,15 +341,8 @@ def _statuses(db_url: str) -> dict[str, str]:
 def run_once(net: Network, senders: list[dict[str, Any]], backlog_s: float, workers_per_host: int,
              otp_rate: float, cut_at_s: float, cut_s: float, timeout: float) -> HostsResult:
     backlog = _backlog(senders, backlog_s)
-    with bench_env("hosts", senders, extra_env=RUN_ENV) as env:
-        redis_srv, pg = _servers(env, net)
-        try:
-            return _drive(env, net, senders, backlog, workers_per_host, otp_rate, cut_at_s, cut_s, timeout)
-        finally:
-            env.stop()
-            dispose_engine()
-            redis_srv.kill()
-            pg.remove()
+    with private_env(net, senders) as env:
+        return _drive(env, net, senders, backlog, workers_per_host, otp_rate, cut_at_s, cut_s, timeout)
 
 
 def _drive(env: BenchEnv, net: Network, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
