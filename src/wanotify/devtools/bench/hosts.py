@@ -197,6 +197,7 @@ class HostsResult:
     cut_host_workers_alive: bool = False
     workers_died: list[str] = field(default_factory=list)
     sends_by_host: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -418,6 +419,7 @@ def _analyse(res: HostsResult, log: list[dict[str, Any]], senders: list[dict[str
     _otp_latency(res, accepted, otps, pauses)
     sent = {m["biz_opaque_callback_data"] for m in accepted}
     res.jobs_lost = sum(1 for j in backlog | set(otps) if j not in sent)
+    res.statuses = dict(Counter(final.get(j, "missing") for j in backlog | set(otps)))
     res.not_final = sum(1 for j in backlog | set(otps) if final.get(j) not in OUTCOMES | {"accepted", "sent"})
 
 
@@ -568,6 +570,7 @@ def print_table(results: list[HostsResult], mps: int) -> None:
     console.print(t)
     for i, r in enumerate(results, 1):
         alive = "alive" if r.cut_host_workers_alive else "[red]DEAD[/red]"
-        console.print(f"run {i}: cut {r.cut_host} (workers {alive}); sends by host {r.sends_by_host}"
+        console.print(f"run {i}: cut {r.cut_host} (workers {alive}); sends by host {r.sends_by_host}; "
+                      f"statuses {r.statuses}"
                       + (f"; workers died: {r.workers_died}" if r.workers_died else "")
                       + (f"; [yellow]{'; '.join(r.notes)}[/yellow]" if r.notes else ""))
