@@ -90,8 +90,11 @@ class PrivateRedis:
     def start(self, extra: Sequence[str] = ()) -> None:
         """Start (again) on the same port, empty; ``extra``: more server options."""
         log = self.log
+        # Off loopback, protected mode refuses every client of a server without a password.
+        protected = ["--protected-mode", "no"] if not self.bind.startswith("127.") else []
         self.proc = _spawn([self.exe, "--port", str(self.port), "--bind", self.bind, "--save", "",
-                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir), *extra],
+                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
+                            *protected, *extra],
                            log_path=log, cwd=self.workdir, run_as=None, stop_signal=signal.SIGTERM)
 
         def probe() -> None:
