@@ -450,6 +450,8 @@ def _pacing(res: HostsResult, ours: list[dict[str, Any]], accepted: list[dict[st
             if span > 0:
                 utils_outside.append(k / span / limit)
     res.busiest_sliding_pct = busiest * 100
+    if os.environ.get("WANOTIFY_BENCH_DEBUG"):
+        _debug_counts(accepted, limits, res.cut_at)
     if utils:
         res.util_min, res.util_mean = min(utils), sum(utils) / len(utils)
     if utils_outside:
@@ -460,6 +462,18 @@ def _pacing(res: HostsResult, ours: list[dict[str, Any]], accepted: list[dict[st
     last = max((m["t"] for m in accepted), default=0.0)
     res.seconds = last - first
     return pauses
+
+
+def _debug_counts(accepted: list[dict[str, Any]], limits: dict[str, float], cut_at: float) -> None:
+    """WANOTIFY_BENCH_DEBUG: each number's accepted sends per second, with the sending host."""
+    t0 = int(min((m["t"] for m in accepted), default=cut_at))
+    for pnid in limits:
+        per: dict[int, Counter[str]] = defaultdict(Counter)
+        for m in accepted:
+            if m["phone_number_id"] == pnid:
+                per[int(m["t"]) - t0][(m["peer"] or "?").rsplit(".", 1)[-1]] += 1
+        cells = [f"{k}:{sum(c.values())}({'/'.join(sorted(c))})" for k, c in sorted(per.items())]
+        console.print(f"{pnid} (cut at +{cut_at - t0:.1f}s): " + " ".join(cells))
 
 
 def _duplicates(res: HostsResult, ours: list[dict[str, Any]], accepted: list[dict[str, Any]], cut_addr: str,
