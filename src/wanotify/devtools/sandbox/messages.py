@@ -116,6 +116,7 @@ class Messages:
         latency = state.config.latency_ms
         if latency:
             await asyncio.sleep(latency / 1000.0)
+        peer = request.client.host if request.client is not None else None
         pp = request.path_params
         pnid: str = pp["object_id"]
         version: str = pp["version"]
@@ -151,10 +152,10 @@ class Messages:
                 template = name if isinstance(name, str) else None
             if mtype == "read":
                 _validate_read(body)
-                state.record(t, pnid, to, "read", None, 0, 200)
+                state.record(t, pnid, to, "read", None, 0, 200, peer=peer)
                 return json_response(200, b'{"success":true}')
             send = self._validate(sender, body)
-            return await self._accept(t, sender, send, version)
+            return await self._accept(t, sender, send, version, peer)
         except Reject as rej:
             state.record(
                 t,
@@ -166,6 +167,7 @@ class Messages:
                 rej.status,
                 None,
                 biz if isinstance(biz, str) else None,
+                peer,
             )
             return json_response(rej.status, rej.body)
 
@@ -220,7 +222,8 @@ class Messages:
             to=str(to), wa_id=wa_id, type=mtype, template=template, category=category, biz=biz
         )
 
-    async def _accept(self, t: float, sender: SandboxSender, send: Send, version: str) -> Response:
+    async def _accept(self, t: float, sender: SandboxSender, send: Send, version: str,
+                      peer: str | None = None) -> Response:
         state = self.state
         pnid = sender.phone_number_id
         now = state.clock()
@@ -240,7 +243,7 @@ class Messages:
         # accepted: from here to the answer nothing can fail
         limits.commit(send.wa_id, now)
         wamid = state.wamid(send.wa_id)
-        state.record(t, pnid, send.to, send.type, send.template, 0, 200, wamid, send.biz)
+        state.record(t, pnid, send.to, send.type, send.template, 0, 200, wamid, send.biz, peer)
         if state.dispatcher.enabled:
             self._schedule(pnid, wamid, send, version, rule, now)
         if send.template is not None:

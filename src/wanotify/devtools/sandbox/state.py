@@ -158,11 +158,12 @@ class SandboxState:
         http_status: int,
         wamid: str | None = None,
         biz: str | None = None,
+        peer: str | None = None,
     ) -> None:
-        """Log one /messages request and count its outcome."""
+        """Log one /messages request (``peer``: the client's address) and count its outcome."""
         self.seq += 1
         to_s = to if isinstance(to, str) or to is None else str(to)
-        self.log.append((self.seq, t, pnid, to_s, mtype, template, code, http_status, wamid, biz))
+        self.log.append((self.seq, t, pnid, to_s, mtype, template, code, http_status, wamid, biz, peer))
         key = pnid if pnid in self.senders else "unknown"
         st = self.per_sender.get(key)
         if st is None:
