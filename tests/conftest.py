@@ -101,6 +101,9 @@ def services() -> Iterator[dict[str, str]]:
     from wanotify.db import dispose_engine
 
     dispose_engine()  # an engine made while a test module was imported used the default URL
+    from wanotify.redis import reset_clients
+
+    reset_clients()  # and the process's Redis client (a bare machine: no Redis at the default)
     import sys
 
     if "wanotify.queues.app" in sys.modules:  # likewise the Celery app's broker
