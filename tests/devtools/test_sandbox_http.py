@@ -303,6 +303,7 @@ def test_template_send_answers_like_meta(env: Env) -> None:
         "http_status": 200,
         "wamid": wamid,
         "biz_opaque_callback_data": "job-42",
+        "peer": "127.0.0.1",  # the client's address (bench hosts tells hosts apart by it)
     }
     assert abs(log[-1]["t"] - time.time()) < 5
 
