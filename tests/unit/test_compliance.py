@@ -111,7 +111,12 @@ def test_stop_and_start_replies_and_metas_preference_webhook_feed_the_list(db: A
     ingest_inbox(store_webhooks([_inbound(a, "START", t + 2)]))
     with db() as s:
         assert opted_out(s, [a]) == set()
-    # Meta's own marketing-preference webhook (the real fixture: +16505551234 says stop).
+    # Meta's own marketing-preference webhook (the real fixture: +16505551234 says stop). The
+    # number is fixed, so a newer preference another test left for it would win: start clean.
+    from wanotify.compliance.hashing import phone_hash
+
+    with db() as s:
+        s.execute(text("DELETE FROM opt_outs WHERE phone_hash = :h"), {"h": phone_hash("+16505551234")})
     fixture = (Path(__file__).resolve().parents[1] / "data" / "webhooks" / "user_preferences_stop.json").read_bytes()
     report = ingest_inbox(store_webhooks([fixture]))
     assert report.preferences == 1
