@@ -64,7 +64,8 @@ def test_sentinel_url_parts_and_errors() -> None:
     assert t.db == 3 and t.password == "s@cret" and t.master == "cache"
     assert t.master_kwargs() == {"db": 3, "password": "s@cret"}
     for url, needle in (("sentinel://h:1;redis://h:2", "part 2"), ("sentinel://:9/0", "no host"),
-                        ("sentinel://h:x", "not a number"), ("sentinel://h:1/db", "must be a number")):
+                        ("sentinel://h:x", "not a number"), ("sentinel://h:1/db", "must be a number"),
+                        ("SENTINEL://[", "part 1: Invalid IPv6 URL")):
         with pytest.raises(RedisUrlError, match=needle):
             parse_sentinel_url(url, "mymaster")
     with pytest.raises(RedisUrlError, match="SENTINEL_MASTER"):

@@ -41,16 +41,20 @@ def parse_sentinel_url(url: str, master: str) -> SentinelTarget:
     hosts: list[tuple[str, int]] = []
     db, username, password = 0, None, None
     for i, part in enumerate(p for p in url.strip().split(";") if p.strip()):
-        u = urlsplit(part.strip())
+        try:
+            u = urlsplit(part.strip())
+            host = u.hostname
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+            raise RedisUrlError(f"part {i + 1}: {exc}") from None
         if u.scheme.lower() != SENTINEL_SCHEME:
             raise RedisUrlError(f"part {i + 1} ({u.scheme or 'no'} scheme): every part must be sentinel://host:port")
         try:
             port = u.port or 26379
         except ValueError:
             raise RedisUrlError(f"part {i + 1}: the port is not a number") from None
-        if not u.hostname:
+        if not host:
             raise RedisUrlError(f"part {i + 1}: no host")
-        hosts.append((u.hostname, port))
+        hosts.append((host, port))
         if u.password and password is None:
             password = unquote(u.password)
             username = unquote(u.username) if u.username else None
