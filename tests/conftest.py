@@ -277,6 +277,21 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what or pred} (last: {last!r})")
 
 
+def statuses_at(db_url: str, ids: list[str]) -> dict[str, str]:
+    """Job statuses in the database at ``db_url`` (a stack of the test's own)."""
+    import sqlalchemy
+    from sqlalchemy import text
+
+    engine = sqlalchemy.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id::text, status FROM notifications"
+                                     " WHERE id = ANY(CAST(:i AS uuid[]))"), {"i": ids}).all()
+    finally:
+        engine.dispose()
+    return {r[0]: r[1] for r in rows}
+
+
 def statuses(session_scope: Any, ids: list[str]) -> dict[str, str]:
     from sqlalchemy import text
 

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from conftest import API_KEY, wait_for
+from conftest import API_KEY, statuses_at, wait_for
 from wanotify.core.status import OUTCOMES
 from wanotify.db.migrate import upgrade
 from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
@@ -46,14 +46,7 @@ class Stack:
         return httpx.Client(base_url=self.web, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15)
 
     def statuses(self, ids: list[str]) -> dict[str, str]:
-        engine = sqlalchemy.create_engine(self.db_url)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(text("SELECT id::text, status FROM notifications"
-                                         " WHERE id = ANY(CAST(:i AS uuid[]))"), {"i": ids}).all()
-        finally:
-            engine.dispose()
-        return {r[0]: r[1] for r in rows}
+        return statuses_at(self.db_url, ids)
 
     def keys_stored(self, keys: list[str]) -> int:
         engine = sqlalchemy.create_engine(self.db_url)

@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import sqlalchemy
-from sqlalchemy import make_url, text
+from sqlalchemy import make_url
 
-from conftest import API_KEY, drop_database, wait_for
+from conftest import API_KEY, drop_database, statuses_at, wait_for
 from wanotify.config import get_settings, reset_settings
 from wanotify.core.status import OUTCOMES
 from wanotify.db.migrate import upgrade
@@ -124,14 +123,7 @@ class Stack:
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def statuses(self, ids: list[str]) -> dict[str, str]:
-        engine = sqlalchemy.create_engine(self.db_url)
-        try:
-            with engine.connect() as conn:
-                rows = conn.execute(text("SELECT id::text, status FROM notifications"
-                                         " WHERE id = ANY(CAST(:i AS uuid[]))"), {"i": ids}).all()
-        finally:
-            engine.dispose()
-        return {r[0]: r[1] for r in rows}
+        return statuses_at(self.db_url, ids)
 
 
 @pytest.fixture()
