@@ -97,6 +97,50 @@ def test_send_task_from_a_process_that_never_imports_wanotify(stack: Stack, db) 
     assert {e["field"] for e in errs} >= {"to"}
 
 
+def test_send_task_burst_stored_once_each_and_foreign_tasks_refused(stack: Stack, db) -> None:
+    """A producer's burst on the notify queue is taken in batches by the workers: every job
+    stored exactly once, and a task of another name published to the queue is refused with a
+    reason (recorded), not run and not left on the queue."""
+    run = uuid.uuid4().hex[:10]
+    bodies = [{**ORDER, "to": _to(500 + i), "idempotency_key": f"burst-{run}-{i}"} for i in range(300)]
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from celery import Celery
+        app = Celery(broker={stack.env['WANOTIFY_REDIS_URL']!r})
+        for b in json.loads(sys.stdin.read()):
+            app.send_task("wanotify.notify", args=[b], queue="notify")
+        app.send_task("someone.elses.task", args=[{{"marker": "foreign-{run}"}}], queue="notify")
+        print("sent")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(bodies), capture_output=True,
+                         text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("WANOTIFY_")})
+    assert out.returncode == 0, out.stderr
+    from sqlalchemy import text
+
+    def stored() -> int | None:
+        with db() as s:
+            n = s.execute(text("SELECT count(*) FROM notifications WHERE idempotency_key LIKE :k"),
+                          {"k": f"burst-{run}-%"}).scalar_one()
+        return n if n >= 300 else None
+
+    wait_for(stored, what="the burst stored", timeout=120)
+
+    def foreign() -> list[dict[str, str]]:
+        with db() as s:
+            return s.execute(text("SELECT errors FROM rejected_jobs WHERE body LIKE :m"),
+                             {"m": f"%foreign-{run}%"}).scalars().all()
+
+    errs = wait_for(foreign, what="foreign task refused")[0]["errors"]
+    assert errs[0]["field"] == "task" and "someone.elses.task" in errs[0]["reason"]
+    with db() as s:  # exactly once each (the keys are unique; the count shows no job twice)
+        n = s.execute(text("SELECT count(*) FROM notifications WHERE idempotency_key LIKE :k"),
+                      {"k": f"burst-{run}-%"}).scalar_one()
+    assert n == 300
+
+
 def test_idempotency_key_same_body_same_id_no_second_send(stack: Stack, db) -> None:
     key = f"order-42-confirmation-{uuid.uuid4().hex[:8]}"
     body = {**ORDER, "to": _to(3)}

@@ -1,0 +1,305 @@
+"""The ``notify`` queue taken in batches: what a producer's ``send_task("wanotify.notify", …)``
+becomes in a worker.
+
+One Celery task per job costs about 3 ms of CPU here (the task machinery and its events
+half of it, one transaction per job the other), so a producer's burst of a few thousand
+jobs kept both cores busy for seconds and starved the sends it fed (measured with
+``wanotify bench pacing --intake burst``). This consumer step takes the queue away from the
+task consumer and stores what arrives together: the messages that came in during a few
+milliseconds are validated and stored by ``intake.service.notify_many`` (one statement, one
+push per lane), then acknowledged, so nothing is acknowledged before it is committed and a
+worker that dies holding a batch loses nothing (the broker gives the messages back).
+
+The producer's contract is unchanged (task name, queue, body); the worker still reports
+every job as a ``wanotify.notify`` task in its events (Flower lists them, masked).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import bootsteps
+from kombu.message import Message
+from kombu.messaging import Consumer
+
+from wanotify.core.backoff import task_retry_s
+from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.intake.service import notify_many, record_rejected
+from wanotify.logs import args_summary
+from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
+from wanotify.queues.names import NOTIFY, TASK_NOTIFY
+
+log = logging.getLogger("wanotify.intake")
+
+# At most one transaction of notify_many (its BULK_CHUNK is 1,000); small enough that an
+# OTP arriving while a batch is stored waits tens of milliseconds, not a hundred or more.
+MAX_BATCH = 200
+LINGER_S = 0.004  # how long a batch waits for more messages once one has arrived
+PREFETCH = 2_000  # messages a worker holds unacknowledged (a burst is taken off the queue fast)
+
+
+@dataclass
+class Item:
+    """One message of the notify queue."""
+
+    message: Any  # kombu Message (anything with ack(), headers and properties in tests)
+    task_id: str
+    name: str
+    body: Any  # the job body (the task's first argument)
+    received: float = field(default_factory=time.time)
+    attempts: int = 0
+    due: float = 0.0  # monotonic time of the next attempt after a failure
+
+
+def decode(body: Any, message: Any) -> Item:
+    """The task name, id and job body of a Celery message (protocol 2, or protocol 1).
+
+    Whatever arrives (another producer's junk, a truncated body) gives an item: one that is
+    not a notify task is refused with a reason by the batcher, never a crash of the consumer.
+    """
+    headers = getattr(message, "headers", None)
+    headers = headers if isinstance(headers, dict) else {}
+    if "task" in headers:  # protocol 2: body = (args, kwargs, embed)
+        name, task_id = headers.get("task"), headers.get("id")
+        ok = isinstance(body, (list, tuple)) and len(body) >= 2
+        args, kwargs = (body[0], body[1]) if ok else ((), {})
+    elif isinstance(body, dict) and "task" in body:  # protocol 1
+        name, task_id = body.get("task"), body.get("id")
+        args, kwargs = body.get("args") or (), body.get("kwargs") or {}
+    else:
+        return Item(message, "", "", body)
+    name = name if isinstance(name, str) else ""
+    task_id = task_id if isinstance(task_id, str) else ""
+    if isinstance(args, (list, tuple)) and args:
+        job = args[0]
+    elif isinstance(kwargs, dict) and "body" in kwargs:
+        job = kwargs["body"]
+    else:  # a notify task without its one argument: refused by the validation ("body" missing)
+        job = None
+    return Item(message, task_id, name, job)
+
+
+class Batcher:
+    """Stores the notify queue's messages in batches on a thread of its own, acknowledging
+    each message once its job is committed (or its refusal recorded)."""
+
+    def __init__(self, events: Any = None, hostname: str = "", store: Any = notify_many,
+                 reject: Any = record_rejected, max_batch: int = MAX_BATCH, linger_s: float = LINGER_S):
+        self.events = events  # the worker's event dispatcher (None: no task events)
+        self.hostname = hostname
+        self.store = store
+        self.reject = reject
+        self.max_batch = max_batch
+        self.linger_s = linger_s
+        self.pending: deque[Item] = deque()
+        self.urgent: deque[Item] = deque()  # OTPs: taken before everything else waiting
+        self.retry: list[Item] = []
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+
+    # -- the consumer's side (Celery's event loop) -------------------------------------
+    def on_message(self, body: Any, message: Message) -> None:
+        item = decode(body, message)
+        with self.cond:
+            (self.urgent if _kind(item.body) == "otp" else self.pending).append(item)
+            self.cond.notify()
+
+    def start(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.stopping = False
+            self.thread = threading.Thread(target=self._run, name="wanotify-intake", daemon=True)
+            self.thread.start()
+
+    def forget(self) -> None:
+        """The connection is gone: its unacknowledged messages go back to the queue on the
+        broker's side, so what is waiting here is dropped (it will be delivered again)."""
+        with self.cond:
+            self.pending.clear()
+            self.urgent.clear()
+            self.retry.clear()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand (so what was committed is acknowledged), then stop."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    # -- the batch thread ----------------------------------------------------------------
+    def _take(self) -> list[Item]:
+        with self.cond:
+            while not self.stopping:
+                now = time.monotonic()
+                if self.pending or self.urgent or any(i.due <= now for i in self.retry):
+                    break
+                wait = min((i.due for i in self.retry), default=now + 1.0) - now
+                self.cond.wait(max(0.001, min(wait, 1.0)))
+            if self.stopping:
+                return []
+            lone = not self.urgent and len(self.pending) < self.max_batch
+        if lone and self.linger_s > 0:
+            time.sleep(self.linger_s)  # let the rest of a burst arrive: one transaction for it
+        with self.cond:
+            # OTPs first, in a batch of their own (stored in a few milliseconds, not behind the
+            # validation of a burst); then what waited for a retry, then the rest in arrival
+            # order. An OTP published behind a burst of marketing jobs is stored next.
+            if self.urgent:
+                return [self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))]
+            batch: list[Item] = []
+            now = time.monotonic()
+            due = [i for i in self.retry if i.due <= now][: self.max_batch - len(batch)]
+            if due:
+                taken = {id(i) for i in due}
+                self.retry = [i for i in self.retry if id(i) not in taken]
+                batch += due
+            while self.pending and len(batch) < self.max_batch:
+                batch.append(self.pending.popleft())
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                self.process(batch)
+            except Exception:  # never let the thread die: the items are retried
+                log.exception("intake batch of %d failed unexpectedly", len(batch))
+                self._later(batch)
+
+    def process(self, batch: list[Item]) -> None:
+        """Store a batch; on a failure (Postgres or Redis away, or one body the code cannot
+        handle) each job is tried alone, and what still fails waits and is tried again,
+        unacknowledged, as the old per-job task retried."""
+        others = [i for i in batch if i.name != TASK_NOTIFY]
+        for item in others:
+            reason = ("not a Celery task message" if not item.name
+                      else f"task {item.name!r} is not taken from the {NOTIFY!r} queue (only {TASK_NOTIFY!r})")
+            self._refuse(item, [{"field": "task", "reason": reason}])
+        jobs = [i for i in batch if i.name == TASK_NOTIFY]
+        if not jobs:
+            return
+        try:
+            self._store(jobs)
+        except Exception:
+            if len(jobs) == 1:
+                log.warning("storing a job from the notify queue failed; it is tried again", exc_info=True)
+                self._later(jobs)
+                return
+            log.warning("storing a batch of %d jobs failed; trying each alone", len(jobs), exc_info=True)
+            for item in jobs:
+                try:
+                    self._store([item])
+                except Exception:
+                    self._later([item])
+
+    def _store(self, items: list[Item]) -> None:
+        """Only ``self.store`` may raise out of here: once it returned, the jobs it stored are
+        acknowledged whatever happens to the others (so a retry never stores one twice)."""
+        started = time.time()
+        results = self.store([i.body for i in items])
+        runtime = time.time() - started
+        for item, res in zip(items, results, strict=True):
+            try:
+                if isinstance(res, InvalidJob):
+                    log.warning("rejected job from the notify queue", extra={"errors": res.as_json()})
+                    self._refuse(item, res.as_json())
+                elif isinstance(res, IdempotencyConflict):
+                    self._refuse(item, [{"field": "idempotency_key", "reason": str(res)}])
+                else:
+                    JOBS_ACCEPTED.labels(_kind(item.body), "celery").inc()
+                    self._done(item, {"id": res.id, "status": res.status}, runtime)
+            except Exception:  # its refusal could not be recorded (Postgres away): later
+                log.warning("recording a refused job failed; it is tried again", exc_info=True)
+                self._later([item])
+
+    def _refuse(self, item: Item, errors: list[dict[str, str]]) -> None:
+        self.reject("celery", item.body, errors)
+        JOBS_REJECTED.labels("celery").inc()
+        self._done(item, {"error": {"errors": errors}}, 0.0)
+
+    def _done(self, item: Item, result: dict[str, Any], runtime: float) -> None:
+        self._event("task-received", item, name=item.name or TASK_NOTIFY, args=args_summary([item.body]),
+                    kwargs="{}", retries=item.attempts, eta=None, root_id=item.task_id, parent_id=None)
+        self._event("task-succeeded", item, result=repr(result), runtime=runtime)
+        try:
+            item.message.ack()
+        except Exception:  # the connection went away: the broker gives the message back
+            log.warning("could not acknowledge a stored notify message (it may come again)", exc_info=True)
+
+    def _event(self, kind: str, item: Item, **fields: Any) -> None:
+        ev = self.events
+        if ev is None or not getattr(ev, "enabled", False) or not item.task_id:
+            return
+        try:
+            ev.send(kind, uuid=item.task_id, hostname=self.hostname, **fields)
+        except Exception:  # events are for watching; a failed one never holds a job
+            log.debug("task event %s not sent", kind, exc_info=True)
+
+    def _later(self, items: list[Item]) -> None:
+        with self.cond:
+            for item in items:
+                item.due = time.monotonic() + task_retry_s(item.attempts, 60)
+                item.attempts += 1
+                self.retry.append(item)
+
+
+def _kind(body: Any) -> str:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else "transactional"
+
+
+class NotifyConsumer(bootsteps.ConsumerStep):
+    """Takes the ``notify`` queue from Celery's task consumer (when this worker consumes it)
+    and feeds it to a :class:`Batcher`."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c: Any, **kwargs: Any) -> None:
+        super().__init__(c, **kwargs)
+        self.takes_notify: bool | None = None  # decided at the first start, from the worker's queues
+        self.batcher: Batcher | None = None
+        self.queue: Any = None
+
+    def start(self, c: Any) -> None:
+        if self.takes_notify is None:
+            self.takes_notify = NOTIFY in c.app.amqp.queues.consume_from
+            self.queue = c.app.amqp.queues[NOTIFY]
+            log.info("notify queue %s", "taken in batches" if self.takes_notify else "not consumed by this worker")
+        if not self.takes_notify:
+            return
+        # Celery's task consumer is made (by the Tasks step, again after a reconnection) but
+        # starts consuming only later: the queue is taken out of its list before then.
+        tc = c.task_consumer
+        if tc is not None:
+            if tc.consuming_from(NOTIFY):
+                tc.cancel_by_queue(NOTIFY)
+            tc.queues = [q for q in tc.queues if q.name != NOTIFY]
+        c.app.amqp.queues.deselect(NOTIFY)
+        if self.batcher is None:
+            self.batcher = Batcher(events=c.event_dispatcher, hostname=c.hostname)
+        self.batcher.events = c.event_dispatcher
+        self.batcher.start()
+        super().start(c)
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        assert self.batcher is not None
+        return [Consumer(channel, queues=[self.queue.bind(channel)], callbacks=[self.batcher.on_message],
+                         accept=["json"], prefetch_count=PREFETCH)]
+
+    def stop(self, c: Any) -> None:
+        super().stop(c)
+        if self.batcher is not None:
+            self.batcher.forget()
+
+    def shutdown(self, c: Any) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+        super().shutdown(c)
