@@ -25,14 +25,30 @@ def bench_pacing(
     otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
     baseline: Annotated[bool, typer.Option(help="Also run Celery's rate_limit baseline.")] = True,
     baseline_timeout: Annotated[float, typer.Option(help="Stop the baseline after this many seconds.")] = 45.0,
+    numbers: Annotated[str | None, typer.Option(
+        help="Instead of --senders/--mps/--fast-mps: one number per limit, e.g. 80,80,20.")] = None,
+    intake: Annotated[str, typer.Option(
+        help="stored: the backlog is stored before the workers start; burst: it arrives while they"
+             " run, as wanotify.notify tasks (and the OTPs too), validated by the workers that send.")] = "stored",
 ) -> None:
     """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
     from wanotify.devtools.bench.pacing import run  # noqa: PLC0415 (devtools: this verb only)
 
-    if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0):
+    if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0 and not numbers):
         fail("runs, mps and workers must be at least 1, and some senders are needed")
-    run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=fast_mps, backlog_s=backlog_seconds,
-        workers=workers, otp_rate=otp_rate, baseline=baseline, baseline_timeout=baseline_timeout)
+    if intake not in ("stored", "burst"):
+        fail(f"--intake: {intake!r} is neither 'stored' nor 'burst'")
+    mps_list: list[int] | None = None
+    if numbers is not None:
+        try:
+            mps_list = [int(x) for x in numbers.split(",")]
+        except ValueError:
+            fail(f"--numbers: {numbers!r} is not a comma-separated list of whole numbers")
+        if not mps_list or min(mps_list) < 1:
+            fail("--numbers: every limit must be at least 1")
+    run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=0 if numbers else fast_mps,
+        backlog_s=backlog_seconds, workers=workers, otp_rate=otp_rate, baseline=baseline,
+        baseline_timeout=baseline_timeout, mps_list=mps_list, intake=intake)
 
 
 @bench_app.command("hosts")

@@ -74,7 +74,7 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
             "WANOTIFY_REDIS_URL": redis_url,
             "WANOTIFY_APP_SECRET": os.environ.get("WANOTIFY_APP_SECRET", "bench-secret"),
             "WANOTIFY_API_KEYS": os.environ.get("WANOTIFY_API_KEYS", "bench-key"),
-            "WANOTIFY_LOG_LEVEL": "WARNING",
+            "WANOTIFY_LOG_LEVEL": os.environ.get("WANOTIFY_BENCH_LOG_LEVEL", "WARNING"),
             # The benches measure machinery, not the clock: marketing is not held at night.
             "WANOTIFY_QUIET_HOURS": "off",
             **(extra_env or {}),

@@ -49,6 +49,7 @@ from wanotify.devtools.procs import wait_worker
 from wanotify.intake.service import notify, notify_many, prepare
 from wanotify.pacing.lanes import prefix
 from wanotify.queues.enqueue import dispatch as kick
+from wanotify.queues.names import NOTIFY, TASK_NOTIFY
 from wanotify.redis import get_redis
 
 console = Console()
@@ -57,12 +58,16 @@ PAIR_BURST = 5
 PAIR_INTERVAL_S = 6.0
 
 
-def make_senders(n_slow: int, slow_mps: int, fast_mps: int) -> list[dict[str, Any]]:
+def make_senders(n_slow: int, slow_mps: int, fast_mps: int,
+                 mps_list: list[int] | None = None) -> list[dict[str, Any]]:
+    """``n_slow`` numbers at ``slow_mps`` (or one per entry of ``mps_list``), and one more at
+    ``fast_mps`` unless it is 0."""
+    rates = mps_list if mps_list else [slow_mps] * n_slow
     senders = [
         {"name": f"s{i:02d}", "phone_number_id": f"1000000000{i:05d}", "waba_id": "2000000000001",
-         "access_token": f"bench-token-{i}", "mps": slow_mps, "pair_burst": PAIR_BURST,
+         "access_token": f"bench-token-{i}", "mps": mps, "pair_burst": PAIR_BURST,
          "pair_interval_s": PAIR_INTERVAL_S, "display_phone_number": f"+1555010{i:04d}"}
-        for i in range(1, n_slow + 1)
+        for i, mps in enumerate(rates, start=1)
     ]
     if fast_mps:
         senders.append({"name": "fast", "phone_number_id": "100000000099999", "waba_id": "2000000000001",
@@ -113,6 +118,9 @@ class RunResult:
     otp_p50_ms: float | None = None
     otp_p99_ms: float | None = None
     otp_count: int = 0
+    otp_stored_p99_ms: float | None = None
+    otp_after_store_p99_ms: float | None = None
+    intake_s: float | None = None  # burst intake: first to last backlog job stored
     cpu_per_1000: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -193,7 +201,7 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
     lat = []
     otp_debug = []
     for m in log:
-        key = m.get("biz_opaque_callback_data")
+        key = str(m.get("to") or "").lstrip("+")
         if key in otp_enqueued and m["code"] == 0:
             enq = otp_enqueued.pop(key)
             lat.append((m["t"] - enq) * 1000)
@@ -202,6 +210,15 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
         t_first = min((t for v in accepted.values() for t in v), default=0.0)
         slow = sorted(((m["t"] - t_first, (m["t"] - enq) * 1000) for m, enq in otp_debug), key=lambda x: -x[1])[:8]
         console.print("slowest OTPs (s after first send, ms): " + ", ".join(f"{a:.1f}s:{b:.0f}" for a, b in slow))
+    # Where an OTP's time goes: until its job is stored (the job id carries that instant),
+    # and from there to Meta.
+    with session_scope() as sess:
+        rows = sess.execute(text("SELECT to_number, id::text FROM notifications WHERE kind = 'otp'")).all()
+    stored_at = {str(n).lstrip("+"): (uuid.UUID(i).int >> 80) / 1000 for n, i in rows}
+    split = [((stored_at[k] - enq) * 1000, (m["t"] - stored_at[k]) * 1000)
+             for m, enq in otp_debug if (k := str(m.get("to") or "").lstrip("+")) in stored_at]
+    res.otp_stored_p99_ms = percentile([a for a, _ in split], 0.99)
+    res.otp_after_store_p99_ms = percentile([b for _, b in split], 0.99)
     res.otp_count = len(lat)
     res.otp_p50_ms = percentile(lat, 0.5)
     res.otp_p99_ms = percentile(lat, 0.99)
@@ -212,6 +229,8 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
 
 def _otp_stream(stop: threading.Event, senders: list[dict[str, Any]], rate: float,
                 submit: Any, enqueued: dict[str, float]) -> None:
+    """OTPs at ``rate`` per second until ``stop``; ``enqueued`` maps each one's recipient
+    (digits, unique per OTP) to the moment it was handed to ``submit``."""
     rng = random.Random(99)
     i = 0
     while not stop.wait(1.0 / rate):
@@ -219,15 +238,18 @@ def _otp_stream(stop: threading.Event, senders: list[dict[str, Any]], rate: floa
         s = senders[i % len(senders)]["name"]
         body = {"to": f"+9198{7000000 + i:08d}", "template": "otp_code", "language": "en", "kind": "otp",
                 "sender": s, "params": {"body": [f"{rng.randrange(10**6):06d}"]}}
-        t0 = time.time()
-        key = submit(body)
-        enqueued[key] = t0
+        enqueued[body["to"].lstrip("+")] = time.time()
+        submit(body)
 
 
-def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
-                 workers: int, otp_rate: float, timeout: float) -> RunResult:
-    # The whole backlog is in place before the numbers start: every sender's dispatch is
-    # held (its lease taken by the bench) while the jobs are enqueued and the workers boot.
+def _count(sql: str) -> int:
+    with session_scope() as s:
+        return int(s.execute(text(sql)).scalar_one())
+
+
+def _held_backlog(senders: list[dict[str, Any]], backlog: list[dict[str, Any]]) -> None:
+    """The whole backlog stored before the numbers start: every sender's dispatch is held (its
+    lease taken by the bench) while the jobs are enqueued and the workers boot."""
     r = get_redis()
     for s in senders:
         r.set(prefix(s["name"]) + "owner", "bench-hold", px=600_000)
@@ -236,6 +258,42 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
             for acc in notify_many(backlog[k : k + 1000]):
                 if not hasattr(acc, "id"):
                     raise RuntimeError(f"bench job refused: {acc}")
+
+
+def producer_app(redis_url: str) -> Celery:
+    """A producer as another codebase has it: a plain Celery app, no import of wanotify."""
+    app = Celery("producer", broker=redis_url)
+    app.conf.task_serializer = "json"
+    return app
+
+
+def _publish(app: Celery, bodies: list[dict[str, Any]]) -> None:
+    """``send_task("wanotify.notify", args=[body], queue="notify")`` for each body, as fast as
+    one connection publishes."""
+    with app.producer_or_acquire() as prod:
+        for body in bodies:
+            app.send_task(TASK_NOTIFY, args=[body], queue=NOTIFY, producer=prod)
+
+
+def _intake_seconds() -> float | None:
+    """From the first marketing job stored to the last (job ids carry their creation ms)."""
+    with session_scope() as s:
+        ids = s.execute(text("SELECT min(id::text), max(id::text) FROM notifications"
+                             " WHERE kind = 'marketing'")).one()
+    if ids[0] is None:
+        return None
+    first, last = (uuid.UUID(i).int >> 80 for i in ids)
+    return (last - first) / 1000
+
+
+def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
+                 workers: int, otp_rate: float, timeout: float, intake: str = "stored") -> RunResult:
+    """``intake="stored"``: the backlog is stored before the workers start; ``"burst"``: the
+    workers are running and the backlog arrives as a burst of ``wanotify.notify`` tasks
+    (validated and stored by the same workers that send), the OTPs by the same route."""
+    burst = intake == "burst"
+    if not burst:
+        _held_backlog(senders, backlog)
     procs = []
     for i in range(workers):
         node = f"bench{i}-{uuid.uuid4().hex[:4]}"
@@ -246,24 +304,34 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     broker = server_pid(int(env.redis_url.split(":")[-1].split("/")[0]))
     # CPU is counted from here: the workers are up and the backlog is waiting.
     meter = CpuMeter([p.pid for p in procs] + ([broker] if broker else []))
-    for s in senders:
-        r.delete(prefix(s["name"]) + "owner")
-        kick(s["name"], "marketing")
     enqueued: dict[str, float] = {}
     stop = threading.Event()
+    producer = producer_app(env.redis_url)
+    if burst:
+        def submit(body: dict[str, Any]) -> None:
+            producer.send_task(TASK_NOTIFY, args=[body], queue=NOTIFY)
+    else:
+        r = get_redis()
+        for s in senders:
+            r.delete(prefix(s["name"]) + "owner")
+            kick(s["name"], "marketing")
 
-    def submit(body: dict[str, Any]) -> str:
-        return notify(body).id
+        def submit(body: dict[str, Any]) -> None:
+            notify(body)
 
     t = threading.Thread(target=_otp_stream, args=(stop, senders, otp_rate, submit, enqueued), daemon=True)
     t.start()
+    if burst:
+        with console.status(f"wanotify: publishing {len(backlog)} wanotify.notify tasks"):
+            _publish(producer, backlog)
 
     cpu_mark: dict[str, float] = {}
 
     def drained() -> bool:
-        with session_scope() as s:
-            n = s.execute(text("SELECT count(*) FROM notifications WHERE kind = 'marketing'"
-                               " AND status IN ('queued', 'sending')")).scalar_one()
+        n = _count("SELECT count(*) FROM notifications WHERE kind = 'marketing'"
+                   " AND status IN ('queued', 'sending')")
+        if burst:  # still arriving
+            n += len(backlog) - _count("SELECT count(*) FROM notifications WHERE kind = 'marketing'")
         # CPU per message is taken over the drain itself (95% of the backlog), not over
         # the pair-limited tail, where idle workers would dominate it.
         if "cpu" not in cpu_mark and n <= len(backlog) * 0.05:
@@ -274,20 +342,17 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
         ok = wait_until(drained, timeout)
         stop.set()
         t.join()
-        wait_until(lambda: all(_otp_done(k) for k in list(enqueued)[-5:]), 10)
+        wait_until(lambda: _count("SELECT count(*) FROM notifications WHERE kind = 'otp'") >= len(enqueued)
+                   and _count("SELECT count(*) FROM notifications WHERE kind = 'otp'"
+                              " AND status IN ('queued', 'sending')") == 0, 10)
     cpu = meter.used()
     env.stop(procs)
     log = sandbox_log(sb_url)
     res = analyse("wanotify", log, senders, len(backlog), dict(enqueued), cpu)
+    res.intake_s = _intake_seconds() if burst else None
     if not ok:
         res.notes.append(f"backlog not drained within {timeout:.0f}s")
     return res
-
-
-def _otp_done(job_id: str) -> bool:
-    with session_scope() as s:
-        st = s.execute(text("SELECT status FROM notifications WHERE id = :i"), {"i": job_id}).scalar_one()
-    return st not in ("queued", "sending")
 
 
 def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
@@ -318,10 +383,9 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     enqueued: dict[str, float] = {}
     stop = threading.Event()
 
-    def submit(body: dict[str, Any]) -> str:
+    def submit(body: dict[str, Any]) -> None:
         p = prepare(body)
         producer.send_task(f"baseline.send.{p.sender}", args=[p.payload], queue="baseline")
-        return str(p.id)
 
     t = threading.Thread(target=_otp_stream, args=(stop, senders, otp_rate, submit, enqueued), daemon=True)
     t.start()
@@ -373,7 +437,8 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 
 def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int = 1000,
         backlog_s: float = 8.0, workers: int = 4, otp_rate: float = 5.0, baseline: bool = True,
-        baseline_timeout: float = 45.0) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
+        baseline_timeout: float = 45.0, mps_list: list[int] | None = None, intake: str = "stored",
+        ) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
     """Two phases in one run: many numbers at ``slow_mps``, then one number at ``fast_mps``.
 
     The phases are separate because 10×80 + 1,000 mps is more than this 2-core machine can
@@ -381,12 +446,14 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
     phase tests the same thing at its own rate.
     """
     phases: list[tuple[str, list[dict[str, Any]]]] = []
-    if slow_senders:
+    if mps_list:
+        phases.append(("/".join(map(str, mps_list)) + " mps", make_senders(0, 0, 0, mps_list)))
+    elif slow_senders:
         phases.append((f"{slow_senders}×{slow_mps} mps", make_senders(slow_senders, slow_mps, 0)))
     if fast_mps:
         phases.append((f"1×{fast_mps} mps", make_senders(0, slow_mps, fast_mps)))
     console.print(f"[bold]bench pacing[/bold]: phases {', '.join(n for n, _ in phases)}; backlog "
-                  f"{backlog_s:.0f}s per sender; {workers} worker processes; OTP {otp_rate}/s; "
+                  f"{backlog_s:.0f}s per sender; {workers} worker processes; OTP {otp_rate}/s; intake {intake}; "
                   f"{runs} run(s); {os.cpu_count()} cores")
     out: dict[str, list[tuple[RunResult, RunResult | None]]] = {}
     for name, senders in phases:
@@ -396,7 +463,7 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
             with bench_env("pacing", senders) as env:
                 _, sb_url = start_sandbox(env)
                 ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
-                                    timeout=backlog_s * 6 + 60)
+                                    timeout=backlog_s * 6 + 60, intake=intake)
                 base = None
                 if baseline:
                     base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
@@ -431,6 +498,7 @@ def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = 
         ("jobs (marketing backlog)", lambda r: r.jobs, ".0f"),
         ("messages accepted at the sandbox", lambda r: r.sent, ".0f"),
         ("seconds from first to last send", lambda r: r.seconds, ".1f"),
+        ("burst intake: seconds from first to last job stored", lambda r: r.intake_s, ".1f"),
         ("violations: 1-s windows over the limit", lambda r: r.fixed_violations, ".0f"),
         ("busiest sliding 1 s, % of limit", lambda r: r.worst_sliding_pct, ".1f"),
         ("130429 answers (number rate)", lambda r: r.r130429, ".0f"),
@@ -440,6 +508,8 @@ def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = 
         ("utilisation %, mean", lambda r: _mean_util(r), ".1f"),
         ("OTP enqueue → sandbox p50 (ms)", lambda r: r.otp_p50_ms, ".0f"),
         ("OTP enqueue → sandbox p99 (ms)", lambda r: r.otp_p99_ms, ".0f"),
+        ("  of which enqueue → job stored, p99 (ms)", lambda r: r.otp_stored_p99_ms, ".0f"),
+        ("  of which job stored → sandbox, p99 (ms)", lambda r: r.otp_after_store_p99_ms, ".0f"),
         ("CPU s per 1,000 sends (workers + Redis)", lambda r: r.cpu_per_1000, ".2f"),
     ]
     t = Table(title=f"bench pacing {phase} (median of {len(results)} run{'s' if len(results) > 1 else ''})")
