@@ -40,6 +40,12 @@ TOKEN_ROTATIONS = Counter(
     "wanotify_token_rotations_total", "Senders resumed by themselves because a new access token appeared",
     ["sender"],
 )
+LATE_SENDS = Counter(
+    "wanotify_sends_late_total",
+    "Sends not fired because the gate reached them later after their slot than pacing allows"
+    " (each is held for a new slot at once; a steady rate means the workers are overloaded)",
+    ["sender"],
+)
 DISPATCH_IN_FLIGHT = Gauge(
     "wanotify_dispatch_in_flight",
     "Jobs this worker process released and has not settled yet (at most WANOTIFY_MAX_IN_FLIGHT)",

@@ -28,7 +28,13 @@ from wanotify.core.phones import mask_phone
 from wanotify.delivery import token_watch
 from wanotify.delivery.gate import Pacer
 from wanotify.delivery.outcomes import ClaimedJob, Decision, Outcome, claim, decide, record
-from wanotify.metrics import DISPATCH_IN_FLIGHT, ENQUEUE_TO_ACCEPTED, SENDER_PAUSES, SENDS
+from wanotify.metrics import (
+    DISPATCH_IN_FLIGHT,
+    ENQUEUE_TO_ACCEPTED,
+    LATE_SENDS,
+    SENDER_PAUSES,
+    SENDS,
+)
 from wanotify.pacing.lanes import AsyncLanes, Pace, Released, Tier, now_ms, parse_entry
 from wanotify.providers import tokens
 from wanotify.providers.policy import token_refused
@@ -37,7 +43,6 @@ from wanotify.providers.whatsapp import SendResult, send_message
 log = logging.getLogger("wanotify.dispatch")
 
 MAX_RELEASE = 200
-MAX_LAG_MS = 40.0
 
 
 def _next_look(rel: Released, wall: float, lead: float, horizon: float, busy: bool) -> float | None:
@@ -125,9 +130,9 @@ class Dispatcher:
                 # If sends run late (a slow claim, a busy loop), reserve nothing more until the
                 # gate has caught up: the lag is not carried forward behind new reservations
                 # (an OTP would wait behind it), and the number still sends at its full rate.
-                lag = pacer.lag_ms
-                if lag > MAX_LAG_MS:
-                    await asyncio.sleep(min(lag - MAX_LAG_MS + 5.0, horizon) / 1000)
+                lag, max_lag = pacer.lag_ms, pace.late_ms / 2
+                if lag > max_lag:
+                    await asyncio.sleep(min(lag - max_lag + 5.0, horizon) / 1000)
                     continue
                 room = settings.max_in_flight - self.in_flight
                 if room <= 0:  # the process holds enough: wait until a batch is settled
@@ -167,6 +172,12 @@ class Dispatcher:
             stats.next_due_ms = next_due
         return stats
 
+    def wake(self, sender: str) -> None:
+        """An OTP arrived for ``sender``: if a drain of this process owns it, release now."""
+        waker = self.wakers.get(sender)
+        if waker is not None:
+            waker.set()
+
     async def _take(self, sender: SenderConfig, token: str, lease_ms: int, stats: DrainStats) -> bool:
         """Own the sender for this drain: not paused, a token to send with, the lease won."""
         if await self.lanes.is_paused(sender.name):
@@ -185,17 +196,15 @@ class Dispatcher:
         self.paused.discard(sender.name)
         if not await self.lanes.claim(sender.name, token, lease_ms):
             stats.owned = False
-            waker = self.wakers.get(sender.name)
-            if waker is not None:  # its drain runs here: wake it to release at once
-                waker.set()
+            self.wake(sender.name)  # if its drain runs here: release at once
             return False
         return True
 
     def _pacer(self, sender: SenderConfig, pace: Pace) -> Pacer:
         pacer = self.pacers.get(sender.name)
-        if pacer is None or pacer.cap != pace.window_cap:
+        if pacer is None or pacer.cap != pace.window_cap or pacer.late_ms != pace.late_ms:
             pacer = self.pacers[sender.name] = Pacer(
-                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst
+                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst, pace.late_ms
             )
         return pacer
 
@@ -347,7 +356,10 @@ class Dispatcher:
                                       retry_after=wait, skipped=True)
             rcpt = job.to_number
             await pacer.wait_recipient(rcpt)
-            await pacer.wait_turn(slot_ms)
+            if not await pacer.wait_turn(slot_ms):  # too late for its slot: a new one, soon
+                LATE_SENDS.labels(sender.name).inc()
+                return SendResult(False, None, None, None, "late for its slot", None, 0.0,
+                                  retry_after=0.0, skipped=True)
             if sender.name in self.paused:  # paused while this one waited: keep it, send nothing
                 return SendResult(False, None, None, None, "sender paused", None, 0.0, skipped=True)
             pacer.sent_to(rcpt)

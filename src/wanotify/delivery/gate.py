@@ -7,6 +7,8 @@ every worker on every host); this gate checks the *actual* send instants on this
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import deque
 
 from wanotify.pacing.lanes import now_ms
@@ -16,23 +18,38 @@ class Pacer:
     """The gate every send of one sender passes, at the moment it is fired.
 
     Slots from Redis are already spaced by the GCRA; this gate checks the *actual* send
-    instants: no send before its slot, and never more than ``cap`` sends in any sliding
-    second. When a claim or a busy event loop made sends late, they catch up as far as the
-    window allows instead of being lost, and never burst past the limit.
+    instants: no send before its slot, sends at least one interval apart, and never more
+    than ``cap`` sends in any sliding second. When a claim or a busy event loop made sends
+    late, they catch up as far as the window allows instead of being lost, and never burst
+    past the limit.
+
+    Waiting sends pass in the order of their slots, not of their arrival: an OTP released
+    while marketing sends reserved earlier wait for later slots (the GCRA gives it the
+    earliest conforming one, within the burst tolerance) goes first, instead of queueing
+    behind them. Every slot is still used by one send, so the rate is the same.
     """
 
-    def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int):
+    def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int,
+                 late_ms: float = float("inf")):
         self.interval_ms = interval_ms
         self.cap = max(1, cap)
+        self.late_ms = late_ms
+        self.too_late = 0  # sends refused for lateness (re-held by the dispatcher)
         self.sent: deque[float] = deque()
-        self.lock = asyncio.Lock()
-        self.pending = 0  # sends claimed and waiting at the gate
+        self.waiting: list[tuple[float, int, asyncio.Future[bool]]] = []  # heap by (slot, arrival)
+        self.seq = itertools.count()
+        self.alarm: asyncio.Future[None] | None = None  # the server's sleep, cut short by an earlier slot
+        self.server: asyncio.Task[None] | None = None
         self.planned = 0.0
-        self.head_slot: float | None = None
         self.pair_interval_ms = pair_interval_ms
         self.pair_tolerance_ms = pair_interval_ms * max(0, pair_burst - 1)
         self.pair_tat: dict[str, float] = {}
         self.pruned_at = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Sends claimed and waiting at the gate."""
+        return sum(1 for _s, _n, f in self.waiting if not f.done())
 
     async def wait_recipient(self, rcpt: str) -> None:
         """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
@@ -51,42 +68,70 @@ class Pacer:
             self.pruned_at = now
             self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
 
-    async def wait_turn(self, slot_ms: float) -> None:
-        self.pending += 1
-        try:
-            await self._wait_turn(slot_ms)
-        finally:
-            self.pending -= 1
-
-    async def _wait_turn(self, slot_ms: float) -> None:
-        async with self.lock:
-            self.head_slot = slot_ms
-            try:
-                await self._pass(slot_ms)
-            finally:
-                self.head_slot = None
+    async def wait_turn(self, slot_ms: float) -> bool:
+        """Return at the moment this send may be fired (its slot, or later): True; or False
+        when it could not be fired within ``late_ms`` of its slot, and must not be sent now
+        (the slot is spent; the dispatcher holds the job for a new one)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        head = self._head()
+        heapq.heappush(self.waiting, (slot_ms, next(self.seq), fut))
+        if head is not None and slot_ms < head[0]:
+            _ring(self.alarm)  # the server sleeps for a later slot than this one: look again
+        if self.server is None or self.server.done():
+            self.server = loop.create_task(self._serve())
+        return await fut  # (a cancelled waiter is skipped by the server)
 
     @property
     def lag_ms(self) -> float:
         """How late the send at the head of the gate is (0 when the gate keeps up)."""
-        head = self.head_slot
-        return 0.0 if head is None else max(0.0, now_ms() - head)
+        head = self._head()
+        return 0.0 if head is None else max(0.0, now_ms() - head[0])
 
-    async def _pass(self, slot_ms: float) -> None:
-        # Planned instants are spaced by the interval; the timer's own lateness is not
-        # carried forward (at most one interval is caught up, so no burst after a stall).
-        planned = max(slot_ms, self.planned + self.interval_ms)
-        while True:
+    def _head(self) -> tuple[float, int, asyncio.Future[bool]] | None:
+        while self.waiting and self.waiting[0][2].done():
+            heapq.heappop(self.waiting)
+        return self.waiting[0] if self.waiting else None
+
+    async def _serve(self) -> None:
+        """Fire the waiting sends one at a time, earliest slot first, while any wait."""
+        while (head := self._head()) is not None:
+            slot_ms = head[0]
+            if now_ms() - slot_ms > self.late_ms:
+                # Later than the pacing allows (see Pace.for_sender): sent now, it could make
+                # a window busier than the limit with the slots others are sending on time.
+                heapq.heappop(self.waiting)
+                self.too_late += 1
+                head[2].set_result(False)
+                continue
+            # Planned instants are spaced by the interval; the timer's own lateness is not
+            # carried forward (at most one interval is caught up, so no burst after a stall).
+            planned = max(slot_ms, self.planned + self.interval_ms)
             now = now_ms()
             if planned > now:
-                await asyncio.sleep((planned - now) / 1000)
+                # Sleep until then, unless a send with an earlier slot arrives meanwhile.
+                loop = asyncio.get_running_loop()
+                alarm = self.alarm = loop.create_future()
+                timer = loop.call_later((planned - now) / 1000, _ring, alarm)
+                try:
+                    await alarm
+                finally:
+                    timer.cancel()
+                    self.alarm = None
                 continue
             while self.sent and self.sent[0] <= now - 1000.0:
                 self.sent.popleft()
-            if len(self.sent) < self.cap:
-                self.sent.append(now)
-                # A late timer may be caught up by one interval, or 5 ms at high rates.
-                self.planned = max(planned, now - max(self.interval_ms, 5.0))
-                return
-            # The hard cap: never more than `cap` sends in any sliding second.
-            await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))
+            if len(self.sent) >= self.cap:
+                # The hard cap: never more than `cap` sends in any sliding second.
+                await asyncio.sleep(max(0.0005, (self.sent[0] + 1000.0 - now) / 1000))
+                continue
+            heapq.heappop(self.waiting)
+            self.sent.append(now)
+            # A late timer may be caught up by one interval, or 5 ms at high rates.
+            self.planned = max(planned, now - max(self.interval_ms, 5.0))
+            head[2].set_result(True)
+
+
+def _ring(alarm: asyncio.Future[None] | None) -> None:
+    if alarm is not None and not alarm.done():
+        alarm.set_result(None)

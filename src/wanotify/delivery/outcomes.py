@@ -45,7 +45,7 @@ def decide(result: SendResult, job: ClaimedJob, throttle_count: int = 1) -> Deci
     if result.ok:
         return Decision("done", status="accepted")
     if result.skipped:  # not sent (sender paused, quiet hours): held, no attempt burned
-        return Decision("pause", result.retry_after or 5.0, status="queued")
+        return Decision("pause", 5.0 if result.retry_after is None else result.retry_after, status="queued")
     policy = result.policy
     schedule = SCHEDULES[job.kind]
     if policy.pause_sender:

@@ -19,6 +19,7 @@ import aiohttp
 import redis.asyncio as aredis
 
 from wanotify.config import get_settings
+from wanotify.delivery import wakes
 from wanotify.delivery.dispatch import Dispatcher
 from wanotify.providers.whatsapp import new_client
 from wanotify.redis import async_client
@@ -38,6 +39,11 @@ class Runtime:
         self.redis: aredis.Redis = async_client()
 
         self.dispatcher = Dispatcher(self.settings, self.http, self.redis)
+        # Wakes for OTPs pushed, by any process, to a sender a drain of this process owns
+        # (delivery/wakes.py); on a client of its own, since a subscription holds a connection.
+        self.wake_redis: aredis.Redis = async_client()
+        self.wakes = asyncio.run_coroutine_threadsafe(
+            wakes.listen(self.wake_redis, self.dispatcher.wake), self.loop)
         # The send loop paces messages to the millisecond: keep collector pauses short.
         gc.collect()
         gc.freeze()
@@ -61,9 +67,12 @@ class Runtime:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
+        self.wakes.cancel()
+
         async def _close() -> None:
             await self.http.close()
             await self.redis.aclose()
+            await self.wake_redis.aclose()
 
         try:
             self.run(_close(), timeout=5)

@@ -19,6 +19,9 @@ if #ids > 0 then
 end
 redis.call('SADD', 'wn:senders', ARGV[4])
 if redis.call('EXISTS', p .. 'owner') == 1 then
+  -- Owned: no kick, but an OTP wakes the owner's drain (pacing.lanes.WAKE_CHANNEL), which
+  -- would otherwise see it only at its next planned look.
+  if lane == 'o' then redis.call('PUBLISH', 'wn:wake', ARGV[4]) end
   return 0
 end
 if redis.call('SET', p .. 'kick', lane, 'NX', 'PX', kick_ttl) then

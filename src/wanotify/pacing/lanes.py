@@ -27,7 +27,14 @@ from wanotify.redis import get_redis
 
 KICK_TTL_MS = 5_000
 SENDERS_KEY = "wn:senders"
+# An OTP pushed to a sender some drain owns is announced here (the message is the sender's
+# name): the owner, in whichever worker process, releases at once instead of at its next
+# planned look. Published by push.lua; every worker runtime listens (delivery/wakes.py).
+WAKE_CHANNEL = "wn:wake"
 PAIR_MARGIN = 1.10
+# The least lateness a send is allowed (a pacing safety of 1.0 leaves no room at all; the
+# timer and the event loop need a few milliseconds).
+MIN_LATE_MS = 5.0
 # One marketing pick after this many transactional picks when both lanes wait.
 MARKETING_WEIGHT = 4
 
@@ -87,18 +94,29 @@ class Pace:
     waba_key: str = ""
     waba_interval_ms: float = 0.0
     waba_burst_ms: float = 0.0
+    # How late after its slot a send may still be fired (the gate re-holds a later one).
+    late_ms: float = 1_000_000.0
 
     @classmethod
     def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
-        """The sender's GCRA: interval at ``mps × pacing_safety``, with the largest burst
-        tolerance that still keeps every sliding 1-second window at most ``mps - 1``
-        (one message of margin for network jitter): floor((1000 + τ) / I) + 1 ≤ mps - 1,
-        i.e. τ < (mps - 1)·I - 1000.
+        """The sender's GCRA: one slot every ``I = 1000 / (mps × pacing_safety)`` ms, no
+        burst tolerance, and a bound ``L`` on how late after its slot a send may go.
+
+        Slots are shared by every worker on every host; the sends Meta sees are the slots
+        plus each one's lateness (a busy event loop, a slow claim, a handoff between
+        workers). In any closed 1-second window of *send instants* there are then at most
+        floor((1000 + L) / I) + 1 sends, whoever sent them. ``L`` is the largest that keeps
+        that at ``mps - 1`` (one message of margin for jitter on the way to Meta); where the
+        share leaves no such room (20 mps at safety 0.95: 19 slots a second already span
+        1,000 ms), at ``mps`` with half the room left for that jitter. A burst tolerance
+        would use the same room (and the gate spaces sends by ``I`` anyway, so a burst of
+        slots only turned into lateness), so there is none.
         """
         interval = 1000.0 / (s.mps * settings.pacing_safety)
-        tau = max(0.0, (s.mps - 1) * interval - 1000.0 - 0.01)
-        # Meta measures the pair limit between arrivals, we between slots; a message may
-        # leave after its slot (a slow claim, a busy loop), so keep a 10% margin.
+        margin_one = (s.mps - 1) * interval - 1000.0  # room for L with mps - 1 per second
+        margin_at = s.mps * interval - 1000.0  # room for L with mps per second
+        late = max(margin_one, margin_at / 2) - 0.01
+        tau = 0.0
         pair = s.pair_interval_s * 1000.0 * PAIR_MARGIN
         waba = settings.waba_limit_map.get(s.waba_id)
         w_key, w_interval, w_tau = "", 0.0, 0.0
@@ -121,7 +139,12 @@ class Pace:
             burst_ms=tau,
             pair_interval_ms=pair,
             pair_burst_ms=pair * (s.pair_burst - 1),
-            window_cap=max(1, int(s.mps * settings.pacing_safety) + 1),
+            # The gate's hard cap on actual send instants: the same mps - 1 as the slots (one
+            # message of margin for jitter on the way to Meta). Above the share, so that a
+            # late send can be caught up: a cap at the share itself would let lateness heal by
+            # only one message per second, and every jitter would become lasting lag.
+            window_cap=max(1, s.mps - 1),
+            late_ms=max(MIN_LATE_MS, late),
             waba_key=w_key,
             waba_interval_ms=w_interval,
             waba_burst_ms=w_tau,
