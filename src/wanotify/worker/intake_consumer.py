@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import bootsteps
+from celery.worker.control import inspect_command
 from kombu.message import Message
 from kombu.messaging import Consumer
 
@@ -283,6 +284,7 @@ class NotifyConsumer(bootsteps.ConsumerStep):
                 tc.cancel_by_queue(NOTIFY)
             tc.queues = [q for q in tc.queues if q.name != NOTIFY]
         c.app.amqp.queues.deselect(NOTIFY)
+        c.wanotify_notify_queue = self.queue  # still reported as consumed (active_queues)
         if self.batcher is None:
             self.batcher = Batcher(events=c.event_dispatcher, hostname=c.hostname)
         self.batcher.events = c.event_dispatcher
@@ -303,3 +305,15 @@ class NotifyConsumer(bootsteps.ConsumerStep):
         if self.batcher is not None:
             self.batcher.stop()
         super().shutdown(c)
+
+
+@inspect_command()
+def active_queues(state: Any) -> list[dict[str, Any]]:
+    """Celery's ``active_queues``, with the notify queue this worker takes in batches: it is
+    consumed (by :class:`NotifyConsumer`), so Flower and ``celery inspect`` list it."""
+    c = state.consumer
+    queues = list(c.task_consumer.queues) if c.task_consumer else []
+    notify = getattr(c, "wanotify_notify_queue", None)
+    if notify is not None and all(q.name != notify.name for q in queues):
+        queues.append(notify)
+    return [dict(q.as_dict(recurse=True)) for q in queues]
