@@ -46,11 +46,6 @@ class Pacer:
         self.pair_tat: dict[str, float] = {}
         self.pruned_at = 0.0
 
-    @property
-    def pending(self) -> int:
-        """Sends claimed and waiting at the gate."""
-        return sum(1 for _s, _n, f in self.waiting if not f.done())
-
     async def wait_recipient(self, rcpt: str) -> None:
         """Meta's pair limit, checked against actual send times (a GCRA per recipient)."""
         tat = self.pair_tat.get(rcpt)

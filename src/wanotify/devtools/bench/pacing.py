@@ -199,16 +199,16 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
     last = max((t for v in accepted.values() for t in v), default=0.0)
     res.seconds = last - first
     lat = []
-    otp_debug = []
+    otp_seen = []
     for m in log:
         key = str(m.get("to") or "").lstrip("+")
         if key in otp_enqueued and m["code"] == 0:
             enq = otp_enqueued.pop(key)
             lat.append((m["t"] - enq) * 1000)
-            otp_debug.append((m, enq))
+            otp_seen.append((m, enq))
     if os.environ.get("WANOTIFY_BENCH_DEBUG") and lat:
         t_first = min((t for v in accepted.values() for t in v), default=0.0)
-        slow = sorted(((m["t"] - t_first, (m["t"] - enq) * 1000) for m, enq in otp_debug), key=lambda x: -x[1])[:8]
+        slow = sorted(((m["t"] - t_first, (m["t"] - enq) * 1000) for m, enq in otp_seen), key=lambda x: -x[1])[:8]
         console.print("slowest OTPs (s after first send, ms): " + ", ".join(f"{a:.1f}s:{b:.0f}" for a, b in slow))
     # Where an OTP's time goes: until its job is stored (the job id carries that instant),
     # and from there to Meta.
@@ -216,7 +216,7 @@ def analyse(name: str, log: list[dict[str, Any]], senders: list[dict[str, Any]],
         rows = sess.execute(text("SELECT to_number, id::text FROM notifications WHERE kind = 'otp'")).all()
     stored_at = {str(n).lstrip("+"): (uuid.UUID(i).int >> 80) / 1000 for n, i in rows}
     split = [((stored_at[k] - enq) * 1000, (m["t"] - stored_at[k]) * 1000)
-             for m, enq in otp_debug if (k := str(m.get("to") or "").lstrip("+")) in stored_at]
+             for m, enq in otp_seen if (k := str(m.get("to") or "").lstrip("+")) in stored_at]
     res.otp_stored_p99_ms = percentile([a for a, _ in split], 0.99)
     res.otp_after_store_p99_ms = percentile([b for _, b in split], 0.99)
     res.otp_count = len(lat)
