@@ -479,3 +479,29 @@ def test_no_url_means_no_webhooks() -> None:
     d = WebhookDispatcher(None, "secret")
     _send(d, 3)
     assert d.pending == 0 and not d.enabled
+
+
+def test_realtime_scheduling_is_asked_for_the_calling_thread_only() -> None:
+    """``wanotify sandbox --realtime``: the event loop's thread is scheduled first (SCHED_FIFO)
+    where that is allowed (root here), so its arrival times are not those of a starved
+    process; elsewhere it says so and serves at normal priority."""
+    import os
+    import threading
+
+    from wanotify.devtools.sandbox.server import REALTIME_PRIORITY, ask_realtime
+
+    seen: dict[str, object] = {}
+
+    def probe() -> None:
+        seen["granted"] = ask_realtime()
+        seen["policy"] = os.sched_getscheduler(0)
+        seen["priority"] = os.sched_getparam(0).sched_priority
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    if os.geteuid() == 0:
+        assert seen == {"granted": True, "policy": os.SCHED_FIFO, "priority": REALTIME_PRIORITY}
+    else:
+        assert seen["granted"] is False and seen["policy"] == os.SCHED_OTHER
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # not the rest of the process

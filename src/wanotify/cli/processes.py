@@ -59,13 +59,16 @@ def sandbox(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8900,
     webhook_url: Annotated[str, typer.Option(help="Where to POST signed status webhooks ('' disables).")] = "http://127.0.0.1:8000/webhooks/whatsapp",
+    realtime: Annotated[bool, typer.Option(help="Ask for real-time scheduling (root or CAP_SYS_NICE), so that "
+                                                "arrival times, and the 130429s they decide, are not skewed "
+                                                "when the load under test saturates this machine.")] = False,
 ) -> None:
     """Serve the local Graph API double (and a Twilio-style SMS provider)."""
     from wanotify.devtools.sandbox import server  # noqa: PLC0415 (devtools: this verb only)
 
     s = settings()
     setup_logging()
-    server.run_sandbox(host, port, webhook_url or None, s)
+    server.run_sandbox(host, port, webhook_url or None, s, realtime=realtime)
 
 
 def worker(ctx: typer.Context) -> None:

@@ -100,10 +100,13 @@ def bench_env(name: str, senders: list[dict[str, Any]] | None = None,
 
 
 def start_sandbox(env: BenchEnv, latency_ms: float = 0.0, webhooks: bool = False,
-                  web_url: str | None = None, host: str = "127.0.0.1") -> tuple[Proc, str]:
+                  web_url: str | None = None, host: str = "127.0.0.1", realtime: bool = False) -> tuple[Proc, str]:
+    """The sandbox for a bench. ``realtime`` for the pacing benches, whose figures are its
+    arrival counts: it is scheduled first (``wanotify sandbox --realtime``, root only)."""
     port = free_port(host=host)
     hook = f"{web_url}/webhooks/whatsapp" if (webhooks and web_url) else ""
-    p = env.start("sandbox", ["sandbox", "--host", host, "--port", str(port), "--webhook-url", hook],
+    args = ["sandbox", "--host", host, "--port", str(port), "--webhook-url", hook]
+    p = env.start("sandbox", [*args, "--realtime"] if realtime else args,
                   {"WANOTIFY_SANDBOX_LATENCY_MS": str(latency_ms), "WANOTIFY_SANDBOX_FAILURES": "[]"})
     url = f"http://{host}:{port}"
     wait_http(f"{url}/_sandbox/healthz", p)

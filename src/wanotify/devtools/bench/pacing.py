@@ -461,7 +461,7 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
         for i in range(runs):
             backlog = make_backlog(senders, backlog_s, seed=i)
             with bench_env("pacing", senders) as env:
-                _, sb_url = start_sandbox(env)
+                _, sb_url = start_sandbox(env, realtime=True)
                 ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
                                     timeout=backlog_s * 6 + 60, intake=intake)
                 base = None
