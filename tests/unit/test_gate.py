@@ -63,6 +63,74 @@ def test_an_earlier_slot_arriving_later_goes_first() -> None:
     assert all(ok for *_, ok, _ in out)
 
 
+async def _fire_urgent(p: Pacer, slot: float, out: list[tuple[float, float, bool, str]], tag: str) -> None:
+    ok = await p.wait_turn(slot, urgent=True)
+    out.append((now_ms(), slot, ok, tag))
+
+
+def test_an_otp_takes_the_earliest_slot_of_another_lane_which_takes_the_otps() -> None:
+    """An OTP whose slot comes after marketing sends already reserved (the reservation
+    horizon) exchanges slots with the earliest of them: it goes at the next slot, that send
+    at the OTP's, and the sends still go one interval apart, at the same instants."""
+    async def go() -> tuple[list[tuple[float, float, bool, str]], float, int]:
+        p = Pacer(interval_ms=30, cap=1000, pair_interval_ms=0, pair_burst=1)
+        t = now_ms() + 40
+        out: list[tuple[float, float, bool, str]] = []
+        mkt = [asyncio.create_task(_fire(p, t + i * 30, out, f"m{i}")) for i in range(4)]
+        await asyncio.sleep(0.005)
+        otp = asyncio.create_task(_fire_urgent(p, t + 4 * 30, out, "otp"))  # after all four
+        await asyncio.gather(*mkt, otp)
+        return out, t, p.advanced
+
+    out, t, advanced = run(go())
+    assert all(ok for *_, ok, _ in out)
+    order = [tag for *_, tag in sorted(out)]
+    assert order == ["otp", "m1", "m2", "m3", "m0"], order
+    assert advanced == 1
+    fired = sorted(f for f, *_ in out)
+    assert fired[0] >= t - 0.5 and fired[0] < t + 25, fired[0] - t  # the first slot, not the fifth
+    gaps = [b - a for a, b in itertools.pairwise(fired)]
+    assert min(gaps) >= 29.0, gaps
+
+
+def test_an_otp_never_displaces_another_otp_nor_goes_further_ahead_than_allowed() -> None:
+    async def go() -> list[tuple[float, float, bool, str]]:
+        p = Pacer(interval_ms=20, cap=1000, pair_interval_ms=0, pair_burst=1, max_advance_ms=50)
+        t = now_ms() + 30
+        out: list[tuple[float, float, bool, str]] = []
+        first = asyncio.create_task(_fire_urgent(p, t, out, "otp1"))
+        far = asyncio.create_task(_fire(p, t + 20, out, "m-far"))  # 80 ms before otp3's slot
+        near = asyncio.create_task(_fire(p, t + 60, out, "m-near"))  # 40 ms before it
+        await asyncio.sleep(0.005)
+        second = asyncio.create_task(_fire_urgent(p, t + 100, out, "otp3"))
+        await asyncio.gather(first, far, near, second)
+        return out
+
+    order = [tag for *_, tag in sorted(run(go()))]
+    # otp3 takes m-near's slot (within 50 ms), not m-far's (80 ms) nor otp1's.
+    assert order == ["otp1", "m-far", "otp3", "m-near"], order
+
+
+def test_an_otp_too_late_for_its_slot_takes_a_later_one_and_another_lane_is_refused() -> None:
+    """A stalled loop made the OTP's slot stale: the OTP is not the one refused (re-held, it
+    would wait for a new release); it takes the earliest in-time slot of a marketing send,
+    and that send is refused in its place. As many slots are used as before."""
+    async def go() -> list[tuple[float, float, bool, str]]:
+        p = Pacer(interval_ms=20, cap=1000, pair_interval_ms=0, pair_burst=1, late_ms=15)
+        t = now_ms()
+        out: list[tuple[float, float, bool, str]] = []
+        mkt = [asyncio.create_task(_fire(p, t + 30 + i * 20, out, f"m{i}")) for i in range(3)]
+        await asyncio.sleep(0.005)
+        otp = asyncio.create_task(_fire_urgent(p, t - 50, out, "otp"))  # 50 ms stale already
+        await asyncio.gather(*mkt, otp)
+        assert p.too_late == 1
+        return out
+
+    out = run(go())
+    result = {tag: ok for _f, _s, ok, tag in out}
+    assert result == {"otp": True, "m0": False, "m1": True, "m2": True}, result
+
+
 def test_cap_holds_in_every_sliding_second() -> None:
     async def go() -> list[float]:
         p = Pacer(interval_ms=1, cap=10, pair_interval_ms=0, pair_burst=1)

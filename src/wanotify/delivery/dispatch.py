@@ -60,6 +60,14 @@ def _next_look(rel: Released, wall: float, lead: float, horizon: float, busy: bo
     return wall + 20.0
 
 
+async def _wait_or_wake(waker: asyncio.Event, ms: float) -> None:
+    """Sleep ``ms``, cut short by a wake (an OTP for this drain's sender)."""
+    try:
+        await asyncio.wait_for(waker.wait(), ms / 1000)
+    except TimeoutError:
+        pass
+
+
 @dataclass
 class DrainStats:
     sender: str
@@ -130,9 +138,10 @@ class Dispatcher:
                 # If sends run late (a slow claim, a busy loop), reserve nothing more until the
                 # gate has caught up: the lag is not carried forward behind new reservations
                 # (an OTP would wait behind it), and the number still sends at its full rate.
+                # An OTP's wake still releases at once (the gate gives it an earlier slot).
                 lag, max_lag = pacer.lag_ms, pace.late_ms / 2
-                if lag > max_lag:
-                    await asyncio.sleep(min(lag - max_lag + 5.0, horizon) / 1000)
+                if lag > max_lag and not waker.is_set():
+                    await _wait_or_wake(waker, min(lag - max_lag + 5.0, horizon))
                     continue
                 room = settings.max_in_flight - self.in_flight
                 if room <= 0:  # the process holds enough: wait until a batch is settled
@@ -158,10 +167,7 @@ class Dispatcher:
                 wake = _next_look(rel, wall, lead, horizon, busy=bool(tasks))
                 if wake is None:
                     break
-                try:
-                    await asyncio.wait_for(waker.wait(), max(1.0, wake - wall) / 1000)
-                except TimeoutError:
-                    pass
+                await _wait_or_wake(waker, max(1.0, wake - wall))
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -204,7 +210,8 @@ class Dispatcher:
         pacer = self.pacers.get(sender.name)
         if pacer is None or pacer.cap != pace.window_cap or pacer.late_ms != pace.late_ms:
             pacer = self.pacers[sender.name] = Pacer(
-                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst, pace.late_ms
+                pace.interval_ms, pace.window_cap, pace.pair_interval_ms, sender.pair_burst, pace.late_ms,
+                max_advance_ms=pace.max_advance_ms,
             )
         return pacer
 
@@ -356,7 +363,7 @@ class Dispatcher:
                                       retry_after=wait, skipped=True)
             rcpt = job.to_number
             await pacer.wait_recipient(rcpt)
-            if not await pacer.wait_turn(slot_ms):  # too late for its slot: a new one, soon
+            if not await pacer.wait_turn(slot_ms, urgent=job.kind == "otp"):  # too late: a new slot, soon
                 LATE_SENDS.labels(sender.name).inc()
                 return SendResult(False, None, None, None, "late for its slot", None, 0.0,
                                   retry_after=0.0, skipped=True)

@@ -23,20 +23,28 @@ class Pacer:
     late, they catch up as far as the window allows instead of being lost, and never burst
     past the limit.
 
-    Waiting sends pass in the order of their slots, not of their arrival: an OTP released
-    while marketing sends reserved earlier wait for later slots (the GCRA gives it the
-    earliest conforming one, within the burst tolerance) goes first, instead of queueing
-    behind them. Every slot is still used by one send, so the rate is the same.
+    Waiting sends pass in the order of their slots, not of their arrival. An urgent send (an
+    OTP) released while sends of other lanes already hold earlier slots of this gate takes
+    the earliest of those slots, and that send takes the OTP's: the GCRA handed the OTP the
+    slot after everything reserved ahead (up to the reservation horizon, ~100 ms), and the
+    exchange lets it go at the next one. The set of slots is unchanged, so are the rate,
+    the window bound and the account cap; the OTP goes at most ``max_advance_ms`` before the
+    slot Redis checked its pair limit at (within the pair GCRA's margin, PAIR_MARGIN). An
+    urgent send the gate reaches too late for its slot is not the one refused: it takes the
+    earliest slot of another lane's send still in time, and that send is refused instead.
     """
 
     def __init__(self, interval_ms: float, cap: int, pair_interval_ms: float, pair_burst: int,
-                 late_ms: float = float("inf")):
+                 late_ms: float = float("inf"), max_advance_ms: float = float("inf")):
         self.interval_ms = interval_ms
         self.cap = max(1, cap)
         self.late_ms = late_ms
+        self.max_advance_ms = max_advance_ms
         self.too_late = 0  # sends refused for lateness (re-held by the dispatcher)
+        self.advanced = 0  # urgent sends that took an earlier slot of another lane's send
         self.sent: deque[float] = deque()
-        self.waiting: list[tuple[float, int, asyncio.Future[bool]]] = []  # heap by (slot, arrival)
+        # heap by (slot, arrival); the flag marks an urgent send (never displaced)
+        self.waiting: list[tuple[float, int, asyncio.Future[bool], bool]] = []
         self.seq = itertools.count()
         self.alarm: asyncio.Future[None] | None = None  # the server's sleep, cut short by an earlier slot
         self.server: asyncio.Task[None] | None = None
@@ -63,14 +71,17 @@ class Pacer:
             self.pruned_at = now
             self.pair_tat = {k: v for k, v in self.pair_tat.items() if v > now}
 
-    async def wait_turn(self, slot_ms: float) -> bool:
+    async def wait_turn(self, slot_ms: float, urgent: bool = False) -> bool:
         """Return at the moment this send may be fired (its slot, or later): True; or False
         when it could not be fired within ``late_ms`` of its slot, and must not be sent now
-        (the slot is spent; the dispatcher holds the job for a new one)."""
+        (the slot is spent; the dispatcher holds the job for a new one). An ``urgent`` send
+        may take an earlier slot from a waiting send that is not (see the class)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
         head = self._head()
-        heapq.heappush(self.waiting, (slot_ms, next(self.seq), fut))
+        if urgent:
+            slot_ms = self._exchange(slot_ms)
+        heapq.heappush(self.waiting, (slot_ms, next(self.seq), fut, urgent))
         if head is not None and slot_ms < head[0]:
             _ring(self.alarm)  # the server sleeps for a later slot than this one: look again
         if self.server is None or self.server.done():
@@ -83,7 +94,44 @@ class Pacer:
         head = self._head()
         return 0.0 if head is None else max(0.0, now_ms() - head[0])
 
-    def _head(self) -> tuple[float, int, asyncio.Future[bool]] | None:
+    def _exchange(self, slot_ms: float) -> float:
+        """The slot an urgent send takes: the earliest slot waiting here that is held by a
+        send that is not urgent, if earlier than its own (that send is given ``slot_ms``)."""
+        best = -1
+        # Not a slot the gate is already too late for (the OTP would be refused at once).
+        oldest = now_ms() - self.late_ms / 2
+        for i, (slot, _seq, fut, urgent) in enumerate(self.waiting):
+            if (not urgent and not fut.done() and oldest < slot < slot_ms and slot_ms - slot <= self.max_advance_ms
+                    and (best < 0 or slot < self.waiting[best][0])):
+                best = i
+        if best < 0:
+            return slot_ms
+        taken, seq, fut, _ = self.waiting[best]
+        self.waiting[best] = (slot_ms, seq, fut, False)
+        heapq.heapify(self.waiting)
+        self.advanced += 1
+        return taken
+
+    def _rescue(self) -> bool:
+        """The urgent send at the head is too late for its slot: give it the earliest slot a
+        send of another lane holds that is still in time, and that send the stale one (it is
+        refused in its place and re-held). False when there is none."""
+        now = now_ms()
+        best = -1
+        for i, (slot, _seq, fut, urgent) in enumerate(self.waiting):
+            if (i > 0 and not urgent and not fut.done() and now - slot <= self.late_ms
+                    and (best < 0 or slot < self.waiting[best][0])):
+                best = i
+        if best < 0:
+            return False
+        stale, seq, fut, _ = self.waiting[0]
+        slot, oseq, ofut, _ = self.waiting[best]
+        self.waiting[0] = (stale, oseq, ofut, False)
+        self.waiting[best] = (slot, seq, fut, True)
+        heapq.heapify(self.waiting)
+        return True
+
+    def _head(self) -> tuple[float, int, asyncio.Future[bool], bool] | None:
         while self.waiting and self.waiting[0][2].done():
             heapq.heappop(self.waiting)
         return self.waiting[0] if self.waiting else None
@@ -95,6 +143,8 @@ class Pacer:
             if now_ms() - slot_ms > self.late_ms:
                 # Later than the pacing allows (see Pace.for_sender): sent now, it could make
                 # a window busier than the limit with the slots others are sending on time.
+                if head[3] and self._rescue():
+                    continue  # an OTP took a later slot from another lane's send, refused instead
                 heapq.heappop(self.waiting)
                 self.too_late += 1
                 head[2].set_result(False)

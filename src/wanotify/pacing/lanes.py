@@ -96,6 +96,10 @@ class Pace:
     waba_burst_ms: float = 0.0
     # How late after its slot a send may still be fired (the gate re-holds a later one).
     late_ms: float = 1_000_000.0
+    # How much earlier than its slot an OTP may go by taking another lane's slot in the gate:
+    # within the pair GCRA's margin over Meta's interval (PAIR_MARGIN), so the recipient's
+    # pair limit, checked by release.lua at the OTP's own slot, still holds at Meta's.
+    max_advance_ms: float = 1_000_000.0
 
     @classmethod
     def for_sender(cls, s: SenderConfig, settings: Settings) -> Pace:
@@ -145,6 +149,7 @@ class Pace:
             # only one message per second, and every jitter would become lasting lag.
             window_cap=max(1, s.mps - 1),
             late_ms=max(MIN_LATE_MS, late),
+            max_advance_ms=s.pair_interval_s * 1000.0 * (PAIR_MARGIN - 1.0),
             waba_key=w_key,
             waba_interval_ms=w_interval,
             waba_burst_ms=w_tau,
