@@ -5,6 +5,7 @@ exercised by the e2e tests that enqueue with ``send_task``."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -227,3 +228,37 @@ def test_otps_are_taken_before_a_waiting_burst() -> None:
     assert [i.body["to"] for i in first] == ["otp-1"]  # a batch of its own: stored at once
     second = b._take()
     assert len(second) == 50 and [i.body["to"] for i in second[:2]] == ["m0", "m1"]  # in order
+
+
+def test_an_otp_is_stored_while_a_burst_batch_is_still_being_stored() -> None:
+    """The OTP thread does not wait for the batch in hand (a burst's store can take
+    hundreds of milliseconds on a saturated host): the OTP is committed and acknowledged
+    while that batch is still in the store."""
+    release = threading.Event()
+    inside = threading.Event()
+
+    class SlowBulk(Store):
+        def __call__(self, bodies: list[Any]) -> list[Any]:
+            if any(b.get("kind") == "marketing" for b in bodies):
+                inside.set()
+                release.wait(10)
+            return super().__call__(bodies)
+
+    store, rejects = SlowBulk(), Rejects()
+    b = Batcher(store=store, reject=rejects, linger_s=0, max_batch=50)
+    b.start()
+    try:
+        bulk = [Msg() for _ in range(50)]
+        for i, m in enumerate(bulk):
+            b.on_message(([{"to": f"m{i}", "kind": "marketing"}], {}, {}), m)  # type: ignore[arg-type]
+        assert inside.wait(5)
+        otp = Msg()
+        b.on_message(([{"to": "otp-1", "kind": "otp"}], {}, {}), otp)  # type: ignore[arg-type]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not otp.acked:
+            time.sleep(0.005)
+        assert otp.acked == 1 and not any(m.acked for m in bulk)  # the burst's batch still in hand
+    finally:
+        release.set()
+        b.stop()
+    assert all(m.acked == 1 for m in bulk)

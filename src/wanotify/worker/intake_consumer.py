@@ -101,21 +101,29 @@ class Batcher:
         self.urgent: deque[Item] = deque()  # OTPs: taken before everything else waiting
         self.retry: list[Item] = []
         self.cond = threading.Condition()
+        self.acking = threading.Lock()  # two threads ack on one broker channel
         self.stopping = False
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
 
     # -- the consumer's side (Celery's event loop) -------------------------------------
     def on_message(self, body: Any, message: Message) -> None:
         item = decode(body, message)
         with self.cond:
             (self.urgent if _kind(item.body) == "otp" else self.pending).append(item)
-            self.cond.notify()
+            self.cond.notify_all()
 
     def start(self) -> None:
-        if self.thread is None or not self.thread.is_alive():
+        """Two threads: one stores whatever waits (OTPs first), one only OTPs, so that an
+        OTP never waits for a batch of a burst being validated and stored (up to a few
+        hundred milliseconds on a saturated host) before its own store begins."""
+        if not any(t.is_alive() for t in self.threads):
             self.stopping = False
-            self.thread = threading.Thread(target=self._run, name="wanotify-intake", daemon=True)
-            self.thread.start()
+            self.threads = [
+                threading.Thread(target=self._run, name="wanotify-intake", daemon=True),
+                threading.Thread(target=self._run, args=(True,), name="wanotify-intake-otp", daemon=True),
+            ]
+            for t in self.threads:
+                t.start()
 
     def forget(self) -> None:
         """The connection is gone: its unacknowledged messages go back to the queue on the
@@ -129,21 +137,24 @@ class Batcher:
         """Finish the batch in hand (so what was committed is acknowledged), then stop."""
         with self.cond:
             self.stopping = True
-            self.cond.notify()
-        if self.thread is not None:
-            self.thread.join(timeout)
+            self.cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     # -- the batch thread ----------------------------------------------------------------
-    def _take(self) -> list[Item]:
+    def _take(self, urgent_only: bool = False) -> list[Item]:
         with self.cond:
             while not self.stopping:
                 now = time.monotonic()
-                if self.pending or self.urgent or any(i.due <= now for i in self.retry):
+                if self.urgent or (not urgent_only and (self.pending or any(i.due <= now for i in self.retry))):
                     break
                 wait = min((i.due for i in self.retry), default=now + 1.0) - now
                 self.cond.wait(max(0.001, min(wait, 1.0)))
             if self.stopping:
                 return []
+            if urgent_only:
+                return [self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))]
             lone = not self.urgent and len(self.pending) < self.max_batch
         if lone and self.linger_s > 0:
             time.sleep(self.linger_s)  # let the rest of a burst arrive: one transaction for it
@@ -164,9 +175,9 @@ class Batcher:
                 batch.append(self.pending.popleft())
         return batch
 
-    def _run(self) -> None:
+    def _run(self, urgent_only: bool = False) -> None:
         while True:
-            batch = self._take()
+            batch = self._take(urgent_only)
             if not batch:
                 return
             try:
@@ -231,7 +242,8 @@ class Batcher:
                     kwargs="{}", retries=item.attempts, eta=None, root_id=item.task_id, parent_id=None)
         self._event("task-succeeded", item, result=repr(result), runtime=runtime)
         try:
-            item.message.ack()
+            with self.acking:
+                item.message.ack()
         except Exception:  # the connection went away: the broker gives the message back
             log.warning("could not acknowledge a stored notify message (it may come again)", exc_info=True)
 
