@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import pools
 from kombu.entity import Exchange, Queue
 
 from wanotify.config import get_settings
@@ -100,3 +101,8 @@ def follow_settings(app: Celery = celery_app) -> None:
     if pool is not None:
         pool.force_close_all()
         app._pool = None
+    # Celery's producer pool, and kombu's registry of them (keyed by broker URL), would hand
+    # out the closed connections again: a second `bench pacing` run in one process failed
+    # with "Acquire on closed pool" at its first kick.
+    app.amqp._producer_pool = None
+    pools.reset()
