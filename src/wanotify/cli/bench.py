@@ -61,16 +61,18 @@ def bench_hosts(
     workers_per_host: Annotated[int, typer.Option(help="Worker processes on each host.")] = 1,
     otp_rate: Annotated[float, typer.Option(help="OTPs per second during the drain.")] = 5.0,
     cut_at: Annotated[float, typer.Option(help="Cut the busiest host's network this many seconds in.")] = 10.0,
-    cut_seconds: Annotated[float, typer.Option(help="For this long.")] = 10.0,
+    cut_seconds: Annotated[float, typer.Option(help="For this long (0: no cut, steady pacing only).")] = 10.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Also write the figures here.")] = None,
 ) -> None:
-    """Workers on several hosts (network namespaces; root only) share numbers; one host is cut off mid-run."""
+    """Workers on several hosts (network namespaces; root only) share numbers; one host is cut off mid-run
+    (unless --cut-seconds 0)."""
     from wanotify.devtools.bench import hosts as bench  # noqa: PLC0415 (devtools: this verb only)
 
     if runs < 1 or hosts < 2 or senders < 1 or mps < 1 or workers_per_host < 1 or otp_rate <= 0:
         fail("runs, senders, mps and workers-per-host must be at least 1, hosts at least 2, otp-rate above 0")
-    if backlog_seconds <= cut_at + cut_seconds / 2 or cut_at < 0 or cut_seconds <= 0:
-        fail("the cut must fall inside the backlog: backlog-seconds > cut-at + cut-seconds / 2")
+    if cut_seconds < 0 or (cut_seconds > 0 and (backlog_seconds <= cut_at + cut_seconds / 2 or cut_at < 0)):
+        fail("the cut must fall inside the backlog: backlog-seconds > cut-at + cut-seconds / 2"
+             " (cut-seconds 0: no cut)")
     try:
         bench.require_root()
     except (PermissionError, RuntimeError) as exc:

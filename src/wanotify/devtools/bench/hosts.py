@@ -293,7 +293,7 @@ def private_env(net: Network, senders: list[dict[str, Any]]) -> Iterator[BenchEn
 
 
 def _start_stack(env: BenchEnv, net: Network) -> Stack:
-    _, sb_url = start_sandbox(env, host=net.gateway)
+    _, sb_url = start_sandbox(env, host=net.gateway, realtime=True)
     port = free_port(host=net.gateway)
     web_url = f"http://{net.gateway}:{port}"
     web = env.start("web", ["web", "--host", net.gateway, "--port", str(port)])
@@ -373,18 +373,22 @@ def _drive(env: BenchEnv, net: Network, senders: list[dict[str, Any]], backlog: 
     otp.start()
     res = HostsResult(jobs=len(ids))
     try:
-        time.sleep(cut_at_s)
-        victim = _busiest_host(st)
-        res.cut_host = victim.name
-        with console.status(f"{victim.name}'s network cut for {cut_s:.0f}s"):
-            net.cut(victim)
-            res.cut_at = time.time()
-            try:
-                time.sleep(cut_s)
-            finally:
-                net.restore(victim)
-                res.restored_at = time.time()
-        console.print(f"{victim.name} ({victim.addr}) cut at +{cut_at_s:.0f}s for {cut_s:.0f}s, restored")
+        if cut_s > 0:
+            time.sleep(cut_at_s)
+            victim = _busiest_host(st)
+            res.cut_host = victim.name
+            with console.status(f"{victim.name}'s network cut for {cut_s:.0f}s"):
+                net.cut(victim)
+                res.cut_at = time.time()
+                try:
+                    time.sleep(cut_s)
+                finally:
+                    net.restore(victim)
+                    res.restored_at = time.time()
+            console.print(f"{victim.name} ({victim.addr}) cut at +{cut_at_s:.0f}s for {cut_s:.0f}s, restored")
+        else:  # steady pacing only: no cut (every duplicate is then unexplained)
+            res.cut_host = net.hosts[0].name
+            res.cut_at = res.restored_at = math.inf
 
         def drained() -> bool:
             return not any(v in ("queued", "sending") for v in _statuses(env.database_url).values())
@@ -529,7 +533,8 @@ def run(runs: int = 1, hosts: int = 3, senders: int = 2, mps: int = 80, backlog_
     cfg = make_senders(senders, mps, 0)
     console.print(f"[bold]bench hosts[/bold]: {hosts} hosts (network namespaces) × {workers_per_host} worker(s); "
                   f"{senders} numbers × {mps} mps; backlog {backlog_s:.0f}s per number; OTP {otp_rate}/s; "
-                  f"the busiest host cut off at +{cut_at_s:.0f}s for {cut_s:.0f}s; {runs} run(s); "
+                  + (f"the busiest host cut off at +{cut_at_s:.0f}s for {cut_s:.0f}s; " if cut_s > 0 else "no cut; ")
+                  + f"{runs} run(s); "
                   f"{os.cpu_count()} cores")
     results: list[HostsResult] = []
     net = Network(hosts)
@@ -593,7 +598,8 @@ def print_table(results: list[HostsResult], mps: int) -> None:
     console.print(t)
     for i, r in enumerate(results, 1):
         alive = "alive" if r.cut_host_workers_alive else "[red]DEAD[/red]"
-        console.print(f"run {i}: cut {r.cut_host} (workers {alive}); sends by host {r.sends_by_host}; "
+        cut = f"cut {r.cut_host} (workers {alive})" if math.isfinite(r.cut_at) else "no cut"
+        console.print(f"run {i}: {cut}; sends by host {r.sends_by_host}; "
                       f"statuses {r.statuses}"
                       + (f"; workers died: {r.workers_died}" if r.workers_died else "")
                       + (f"; [yellow]{'; '.join(r.notes)}[/yellow]" if r.notes else ""))
