@@ -262,3 +262,31 @@ def test_an_otp_is_stored_while_a_burst_batch_is_still_being_stored() -> None:
         release.set()
         b.stop()
     assert all(m.acked == 1 for m in bulk)
+
+
+def test_a_message_delivered_again_is_the_same_job_not_a_second_one(db: Any) -> None:
+    """The broker delivers a message again when its ack was lost (a worker stored the job and
+    died, or Redis restarted, before acking): keyed by its task id, it finds the job already
+    stored instead of storing, and sending, it twice. The same body published as a new task
+    is a new job, as before; a producer's own idempotency key is left as it is."""
+    from sqlalchemy import text
+
+    from wanotify.intake.service import TASK_KEY_PREFIX
+
+    to = f"+9198765{uuid.uuid4().int % 100_000:05d}"
+    body = {"to": to, "template": "order_confirmation_v2", "language": "en", "kind": "transactional",
+            "params": {"body": ["Ada", "A-1", "₹45,000"]}}
+    b = Batcher(linger_s=0)  # the real store: intake.service.notify_many
+    task_id = str(uuid.uuid4())
+    first, again, other = Msg(task_id=task_id), Msg(task_id=task_id), Msg()
+    for m in (first, again, other):
+        b.on_message(([body], {}, {}), m)  # type: ignore[arg-type]
+        b.process(b._take())
+    own = Msg()
+    b.on_message(([{**body, "idempotency_key": f"own-{task_id}"}], {}, {}), own)  # type: ignore[arg-type]
+    b.process(b._take())
+    assert [m.acked for m in (first, again, other, own)] == [1, 1, 1, 1]
+    with db() as s:
+        keys = s.execute(text("SELECT idempotency_key FROM notifications WHERE to_number = :t ORDER BY id"),
+                         {"t": to}).scalars().all()
+    assert keys == [TASK_KEY_PREFIX + task_id, TASK_KEY_PREFIX + other.headers["id"], f"own-{task_id}"]

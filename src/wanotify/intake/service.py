@@ -44,6 +44,24 @@ class Prepared:
     fingerprint: str | None  # only kept when an idempotency key can bring the body back
 
 
+# A job from the notify queue without an idempotency key of its own is keyed by its Celery
+# task id (see with_task_key).
+TASK_KEY_PREFIX = "celery-task:"
+MAX_TASK_ID = 200  # longer task ids (a producer's own) get no implicit key: 255 is the limit
+
+
+def with_task_key(body: Any, task_id: str) -> Any:
+    """The body of a notify task message, keyed by its task id unless it has a key: the
+    broker may deliver a message again (a worker stored its job and died, or Redis
+    restarted, before the ack), and that delivery must find the same job, not make a second
+    one and send twice. A producer that publishes the same job again as a new task still
+    gets a new job, as before (its own ``idempotency_key`` is the way to say it is the same)."""
+    if (isinstance(body, dict) and body.get("idempotency_key") is None
+            and isinstance(task_id, str) and 0 < len(task_id) <= MAX_TASK_ID):
+        return {**body, "idempotency_key": TASK_KEY_PREFIX + task_id}
+    return body
+
+
 def prepare(data: Any, *, idempotency_key: str | None = None, settings: Settings | None = None,
             catalogue: Catalogue | None = None) -> Prepared:
     """Validate a raw body completely (model, sender, template, parameters); raise InvalidJob."""

@@ -30,7 +30,7 @@ from kombu.messaging import Consumer
 
 from wanotify.core.backoff import task_retry_s
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
-from wanotify.intake.service import notify_many, record_rejected
+from wanotify.intake.service import notify_many, record_rejected, with_task_key
 from wanotify.logs import args_summary
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.queues.names import NOTIFY, TASK_NOTIFY
@@ -216,7 +216,7 @@ class Batcher:
         """Only ``self.store`` may raise out of here: once it returned, the jobs it stored are
         acknowledged whatever happens to the others (so a retry never stores one twice)."""
         started = time.time()
-        results = self.store([i.body for i in items])
+        results = self.store([with_task_key(i.body, i.task_id) for i in items])
         runtime = time.time() - started
         for item, res in zip(items, results, strict=True):
             try:

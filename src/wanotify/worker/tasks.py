@@ -29,7 +29,7 @@ from wanotify.core.kinds import KINDS
 from wanotify.delivery.fallback import run_fallback
 from wanotify.delivery.runtime import get_runtime
 from wanotify.inbound.ingest import free_kick_slot, ingest_inbox, kick_ingest
-from wanotify.intake.service import notify, record_rejected
+from wanotify.intake.service import notify, record_rejected, with_task_key
 from wanotify.pacing.lanes import Lanes
 from wanotify.privacy.retention import purge
 from wanotify.queues import enqueue
@@ -55,7 +55,7 @@ INGEST_ROUNDS = 20
 def notify_task(self: Task, body: Any) -> dict[str, Any]:
     """Intake from any producer: validate, store, route. Invalid bodies are recorded."""
     try:
-        acc = notify(body)
+        acc = notify(with_task_key(body, self.request.id or ""))
     except InvalidJob as exc:
         record_rejected("celery", body, exc.as_json())
         log.warning("rejected job from the notify queue", extra={"errors": exc.as_json()})
