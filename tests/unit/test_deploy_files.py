@@ -233,3 +233,4 @@ def test_compose_prometheus_uses_the_shipped_config() -> None:
         pytest.skip("docker-compose.yml has no prometheus service yet")
     assert any(v.split(":")[0] == "./deploy/prometheus" for v in prom["volumes"]), prom["volumes"]
     assert any(p.split(":")[-1] == "9090" for p in prom["ports"]), prom["ports"]
+

@@ -30,12 +30,17 @@ def bench_pacing(
     intake: Annotated[str, typer.Option(
         help="stored: the backlog is stored before the workers start; burst: it arrives while they"
              " run, as wanotify.notify tasks (and the OTPs too), validated by the workers that send.")] = "stored",
+    intake_workers: Annotated[int, typer.Option(
+        help="Also run this many `wanotify worker --queues notify` (at lower priority); the --workers"
+             " then leave the notify queue to them.")] = 0,
 ) -> None:
     """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
     from wanotify.devtools.bench.pacing import run  # noqa: PLC0415 (devtools: this verb only)
 
     if runs < 1 or senders < 0 or mps < 1 or workers < 1 or (senders == 0 and fast_mps == 0 and not numbers):
         fail("runs, mps and workers must be at least 1, and some senders are needed")
+    if intake_workers < 0:
+        fail("--intake-workers: at least 0")
     if intake not in ("stored", "burst"):
         fail(f"--intake: {intake!r} is neither 'stored' nor 'burst'")
     mps_list: list[int] | None = None
@@ -48,7 +53,7 @@ def bench_pacing(
             fail("--numbers: every limit must be at least 1")
     run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=0 if numbers else fast_mps,
         backlog_s=backlog_seconds, workers=workers, otp_rate=otp_rate, baseline=baseline,
-        baseline_timeout=baseline_timeout, mps_list=mps_list, intake=intake)
+        baseline_timeout=baseline_timeout, mps_list=mps_list, intake=intake, intake_workers=intake_workers)
 
 
 @bench_app.command("hosts")

@@ -15,7 +15,7 @@ import uvicorn
 from wanotify.cli.common import console, err_console, fail, settings, setup_logging
 from wanotify.db.migrate import current_revision, upgrade
 from wanotify.ops.flower_auth import FlowerAuthError, resolve
-from wanotify.queues.names import QUEUES
+from wanotify.queues.names import NOTIFY, QUEUES
 from wanotify.worker.main import celery_app
 from wanotify.worker.memory import limit_arenas
 
@@ -71,8 +71,35 @@ def sandbox(
     server.run_sandbox(host, port, webhook_url or None, s, realtime=realtime)
 
 
+# How much lower a worker that consumes only the intake queue runs (nice): measured with
+# `bench pacing --intake burst --intake-workers 2`, the send loops on the same cores then
+# keep their rate while a producer's burst is validated and stored.
+INTAKE_NICE = 10
+
+
+def queues_of(args: list[str]) -> list[str] | None:
+    """The queues ``celery worker`` options name (``-Q a,b``, ``-Qa,b``, ``--queues a,b``,
+    ``--queues=a,b``), or None when they name none."""
+    for i, a in enumerate(args):
+        if a in ("-Q", "--queues") and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith("--queues="):
+            value = a.split("=", 1)[1]
+        elif a.startswith("-Q") and len(a) > 2:
+            value = a[2:]
+        else:
+            continue
+        return [q.strip() for q in value.split(",") if q.strip()]
+    return None
+
+
 def worker(ctx: typer.Context) -> None:
-    """Run a Celery worker; further options go to `celery worker` (default: every queue)."""
+    """Run a Celery worker; further options go to `celery worker` (default: every queue).
+
+    A worker of the intake queue alone (``--queues notify``) lowers its own priority
+    (``INTAKE_NICE``), so that validating a producer's burst never takes the CPU from the
+    send loops of the workers beside it.
+    """
     args = list(ctx.args)
 
     settings()
@@ -85,6 +112,9 @@ def worker(ctx: typer.Context) -> None:
     if not any(a in ("-E", "--task-events") for a in args):
         args += ["--task-events"]
 
+    if queues_of(args) == [NOTIFY]:
+        os.nice(INTAKE_NICE)
+        err_console.print(f"intake-only worker: running at nice +{INTAKE_NICE} (sends on this host go first)")
     if any(a in ("-B", "--beat") for a in args):  # an embedded beat: its schedule too
         args = _with_beat_schedule(args, settings())
     limit_arenas(2)  # before Celery starts its threads (see wanotify.worker.memory)

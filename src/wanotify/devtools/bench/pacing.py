@@ -49,7 +49,7 @@ from wanotify.devtools.procs import wait_worker
 from wanotify.intake.service import notify, notify_many, prepare
 from wanotify.pacing.lanes import prefix
 from wanotify.queues.enqueue import dispatch as kick
-from wanotify.queues.names import NOTIFY, TASK_NOTIFY
+from wanotify.queues.names import NOTIFY, QUEUES, TASK_NOTIFY
 from wanotify.redis import get_redis
 
 console = Console()
@@ -287,7 +287,8 @@ def _intake_seconds() -> float | None:
 
 
 def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
-                 workers: int, otp_rate: float, timeout: float, intake: str = "stored") -> RunResult:
+                 workers: int, otp_rate: float, timeout: float, intake: str = "stored",
+                 intake_workers: int = 0) -> RunResult:
     """``intake="stored"``: the backlog is stored before the workers start; ``"burst"``: the
     workers are running and the backlog arrives as a burst of ``wanotify.notify`` tasks
     (validated and stored by the same workers that send), the OTPs by the same route."""
@@ -295,9 +296,14 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     if not burst:
         _held_backlog(senders, backlog)
     procs = []
+    # With intake workers, the senders' workers leave the notify queue to them.
+    send_queues = ["--queues", ",".join(q for q in QUEUES if q != NOTIFY)] if intake_workers else []
     for i in range(workers):
         node = f"bench{i}-{uuid.uuid4().hex[:4]}"
-        procs.append(env.start(f"worker{i}", ["worker", "--concurrency", "16", "-n", f"{node}@%h"]))
+        procs.append(env.start(f"worker{i}", ["worker", "--concurrency", "16", *send_queues, "-n", f"{node}@%h"]))
+    for i in range(intake_workers):
+        node = f"intake{i}-{uuid.uuid4().hex[:4]}"
+        procs.append(env.start(f"intake{i}", ["worker", "--concurrency", "4", "--queues", NOTIFY, "-n", f"{node}@%h"]))
     for p in procs:
         wait_worker(env.redis_url, p, timeout=60, node=p.args[-1].split("@")[0])
     time.sleep(1.0)  # let the booted workers settle (and drop the kicks that found no work)
@@ -438,7 +444,7 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int = 1000,
         backlog_s: float = 8.0, workers: int = 4, otp_rate: float = 5.0, baseline: bool = True,
         baseline_timeout: float = 45.0, mps_list: list[int] | None = None, intake: str = "stored",
-        ) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
+        intake_workers: int = 0) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
     """Two phases in one run: many numbers at ``slow_mps``, then one number at ``fast_mps``.
 
     The phases are separate because 10×80 + 1,000 mps is more than this 2-core machine can
@@ -453,7 +459,9 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
     if fast_mps:
         phases.append((f"1×{fast_mps} mps", make_senders(0, slow_mps, fast_mps)))
     console.print(f"[bold]bench pacing[/bold]: phases {', '.join(n for n, _ in phases)}; backlog "
-                  f"{backlog_s:.0f}s per sender; {workers} worker processes; OTP {otp_rate}/s; intake {intake}; "
+                  f"{backlog_s:.0f}s per sender; {workers} worker processes"
+                  + (f" + {intake_workers} intake-only (nice)" if intake_workers else "")
+                  + f"; OTP {otp_rate}/s; intake {intake}; "
                   f"{runs} run(s); {os.cpu_count()} cores")
     out: dict[str, list[tuple[RunResult, RunResult | None]]] = {}
     for name, senders in phases:
@@ -463,7 +471,7 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
             with bench_env("pacing", senders) as env:
                 _, sb_url = start_sandbox(env, realtime=True)
                 ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
-                                    timeout=backlog_s * 6 + 60, intake=intake)
+                                    timeout=backlog_s * 6 + 60, intake=intake, intake_workers=intake_workers)
                 base = None
                 if baseline:
                     base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
