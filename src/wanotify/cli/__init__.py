@@ -19,24 +19,17 @@ def main() -> None:
     run()
 
 
-def option_value(args: list[str], short: str, long: str) -> str | None:
-    """The value a ``celery worker`` option is given (``-P x``, ``-Px``, ``--pool x``,
-    ``--pool=x``; the last one wins, as in Celery), or None when it is not given."""
-    value: str | None = None
-    for i, a in enumerate(args):
-        if a in (short, long) and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(long + "="):
-            value = a.split("=", 1)[1]
-        elif a.startswith(short) and len(a) > len(short) and not a.startswith("--"):
-            value = a[len(short):]
-    return value
-
-
 def prepare_multiprocess_metrics(args: list[str]) -> None:
     """Under a process pool each child counts its own sends: share them through
     prometheus_client's multiprocess directory so the worker's metrics port shows them all.
     Must run before prometheus_client is imported."""
-    pool = option_value(args, "-P", "--pool") or "threads"
+    pool = "threads"
+    for i, a in enumerate(args):
+        if a in ("-P", "--pool") and i + 1 < len(args):
+            pool = args[i + 1]
+        elif a.startswith("--pool="):
+            pool = a.split("=", 1)[1]
+        elif a.startswith("-P") and len(a) > 2:
+            pool = a[2:]
     if pool in ("prefork", "processes") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wanotify-metrics-")

@@ -12,7 +12,6 @@ import psycopg
 import typer
 import uvicorn
 
-from wanotify.cli import option_value
 from wanotify.cli.common import console, err_console, fail, settings, setup_logging
 from wanotify.db.migrate import current_revision, upgrade
 from wanotify.ops.flower_auth import FlowerAuthError, resolve
@@ -81,8 +80,17 @@ INTAKE_NICE = 10
 def queues_of(args: list[str]) -> list[str] | None:
     """The queues ``celery worker`` options name (``-Q a,b``, ``-Qa,b``, ``--queues a,b``,
     ``--queues=a,b``), or None when they name none."""
-    value = option_value(args, "-Q", "--queues")
-    return None if value is None else [q.strip() for q in value.split(",") if q.strip()]
+    for i, a in enumerate(args):
+        if a in ("-Q", "--queues") and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith("--queues="):
+            value = a.split("=", 1)[1]
+        elif a.startswith("-Q") and len(a) > 2:
+            value = a[2:]
+        else:
+            continue
+        return [q.strip() for q in value.split(",") if q.strip()]
+    return None
 
 
 def worker(ctx: typer.Context) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Callable
 
 from wanotify.pacing.lanes import now_ms
 
@@ -98,9 +97,13 @@ class Pacer:
     def _exchange(self, slot_ms: float) -> float:
         """The slot an urgent send takes: the earliest slot waiting here that is held by a
         send that is not urgent, if earlier than its own (that send is given ``slot_ms``)."""
+        best = -1
         # Not a slot the gate is already too late for (the OTP would be refused at once).
         oldest = now_ms() - self.late_ms / 2
-        best = self._earliest_other(lambda slot: oldest < slot < slot_ms and slot_ms - slot <= self.max_advance_ms)
+        for i, (slot, _seq, fut, urgent) in enumerate(self.waiting):
+            if (not urgent and not fut.done() and oldest < slot < slot_ms and slot_ms - slot <= self.max_advance_ms
+                    and (best < 0 or slot < self.waiting[best][0])):
+                best = i
         if best < 0:
             return slot_ms
         taken, seq, fut, _ = self.waiting[best]
@@ -109,22 +112,16 @@ class Pacer:
         self.advanced += 1
         return taken
 
-    def _earliest_other(self, fits: Callable[[float], bool], skip_head: bool = False) -> int:
-        """The heap index of the earliest waiting send that is not urgent and whose slot
-        ``fits``, or -1."""
-        best = -1
-        for i, (slot, _seq, fut, urgent) in enumerate(self.waiting):
-            if ((i > 0 or not skip_head) and not urgent and not fut.done() and fits(slot)
-                    and (best < 0 or slot < self.waiting[best][0])):
-                best = i
-        return best
-
     def _rescue(self) -> bool:
         """The urgent send at the head is too late for its slot: give it the earliest slot a
         send of another lane holds that is still in time, and that send the stale one (it is
         refused in its place and re-held). False when there is none."""
         now = now_ms()
-        best = self._earliest_other(lambda slot: now - slot <= self.late_ms, skip_head=True)
+        best = -1
+        for i, (slot, _seq, fut, urgent) in enumerate(self.waiting):
+            if (i > 0 and not urgent and not fut.done() and now - slot <= self.late_ms
+                    and (best < 0 or slot < self.waiting[best][0])):
+                best = i
         if best < 0:
             return False
         stale, seq, fut, _ = self.waiting[0]
