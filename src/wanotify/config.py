@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from wanotify.core.redis_urls import RedisUrlError, is_sentinel, parse_sentinel_url
@@ -347,6 +347,18 @@ class Settings(BaseSettings):
             return None
         raw = load_ref(self.sandbox_failures)
         return list(raw) if raw is not None else []
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A settings error as the user set it: each problem under its variable's name
+    (``WANOTIFY_PACING_SAFETY: Input should be a valid number``), joined by "; "."""
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err.get("loc") else ""
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        name = f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+        lines.append(f"{name}: {msg}" if field and not msg.startswith(name) else msg)
+    return "; ".join(lines)
 
 
 @lru_cache(maxsize=1)

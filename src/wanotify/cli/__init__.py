@@ -14,9 +14,24 @@ def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["worker"]:
         prepare_multiprocess_metrics(argv[1:])
+    check_settings()
     from wanotify.cli.main import run  # noqa: PLC0415  (lazy: only after the metrics directory is decided)
 
     run()
+
+
+def check_settings() -> None:
+    """Bad ``WANOTIFY_*`` values: one message naming each variable and exit code 2, before
+    the verbs are imported (the Celery app reads the settings as it is built)."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from wanotify.config import describe_invalid, get_settings  # noqa: PLC0415  (no prometheus_client)
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"error: invalid configuration: {describe_invalid(exc)}\n")
+        raise SystemExit(2) from None
 
 
 def prepare_multiprocess_metrics(args: list[str]) -> None:

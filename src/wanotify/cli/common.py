@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from wanotify.config import Settings, get_settings
+from wanotify.config import Settings, describe_invalid, get_settings
 from wanotify.logs import setup_logging as _setup_logging
 
 console = Console()
@@ -30,7 +30,9 @@ def settings() -> Settings:
     try:
         s = get_settings()
         s.sender_list  # noqa: B018  (validate senders now, with a clear message)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        fail(f"invalid configuration: {describe_invalid(exc)}")
+    except ValueError as exc:
         fail(f"invalid configuration: {exc}")
     return s
 
