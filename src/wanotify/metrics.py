@@ -5,6 +5,8 @@ Postgres is in ``ops.collectors``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -15,6 +17,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 JOBS_ACCEPTED = Counter("wanotify_jobs_accepted_total", "Jobs accepted for delivery", ["kind", "source"])
@@ -63,6 +66,43 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
+# The multiprocess directory of a child that is not one of this worker's pool processes
+# (the intake process beside a threads-pool worker): its samples are added to this worker's.
+_CHILD_DIRS: list[str] = []
+
+
+def serve_child_metrics(path: str) -> None:
+    """This worker's endpoint also shows what a child writes to ``path`` (its
+    ``PROMETHEUS_MULTIPROC_DIR``), summed into the same series."""
+    _CHILD_DIRS.append(path)
+
+
+class _Summed:
+    """Families of several collectors as one: samples of one series added together (a
+    counter counted partly here, partly in the child), ``_created`` kept from the first."""
+
+    def __init__(self, *collectors: Any):
+        self.collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for collector in self.collectors:
+            for fam in collector.collect():
+                have = families.get(fam.name)
+                if have is None:
+                    families[fam.name] = Metric(fam.name, fam.documentation, fam.type, fam.unit)
+                    families[fam.name].samples = list(fam.samples)
+                    continue
+                index = {(x.name, tuple(sorted(x.labels.items()))): i for i, x in enumerate(have.samples)}
+                for x in fam.samples:
+                    i = index.get((x.name, tuple(sorted(x.labels.items()))))
+                    if i is None:
+                        have.samples.append(x)
+                    elif not x.name.endswith("_created"):
+                        have.samples[i] = have.samples[i]._replace(value=have.samples[i].value + x.value)
+        yield from families.values()
+
+
 def start_worker_metrics(port: int, addr: str = "127.0.0.1") -> int | None:
     """Serve this worker's metrics (sends, latencies, ingest lag) on the first free port
     from ``port`` (several workers on one host take consecutive ports)."""
@@ -70,6 +110,9 @@ def start_worker_metrics(port: int, addr: str = "127.0.0.1") -> int | None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prefork: children write, we aggregate
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
+    elif _CHILD_DIRS:  # this process's own registry, plus its intake child's files
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Summed(REGISTRY, *(MultiProcessCollector(None, path=d) for d in _CHILD_DIRS)))
     for p in range(port, port + 32):
         try:
             start_http_server(p, addr=addr, registry=registry)

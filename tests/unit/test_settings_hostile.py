@@ -70,3 +70,35 @@ def test_sentinel_url_parts_and_errors() -> None:
             parse_sentinel_url(url, "mymaster")
     with pytest.raises(RedisUrlError, match="SENTINEL_MASTER"):
         parse_sentinel_url("sentinel://h:1", "")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(raw=st.one_of(st.text(max_size=12), st.sampled_from(["true", "false", "1", "0", "yes", "off", "TRUE", " on "])))
+def test_any_intake_process_value_is_a_boolean_or_refused_naming_the_variable(raw: str) -> None:
+    from pydantic import ValidationError
+
+    from wanotify.config import describe_invalid
+
+    FUZZ_COUNTS["settings (intake process)"] = FUZZ_COUNTS.get("settings (intake process)", 0) + 1
+    try:
+        s = Settings(intake_process=raw)
+    except ValidationError as exc:
+        assert describe_invalid(exc).startswith("WANOTIFY_INTAKE_PROCESS: ")
+        return
+    assert isinstance(s.intake_process, bool)
+    assert s.intake_process == (raw.strip().lower() in {"1", "true", "yes", "on", "t", "y"})
+
+
+def test_a_bad_setting_is_one_line_naming_it_and_exit_code_2() -> None:
+    """Any verb, before anything is imported that reads the settings: no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    for var, value in (("WANOTIFY_INTAKE_PROCESS", "maybe"), ("WANOTIFY_PACING_SAFETY", "abc"),
+                       ("WANOTIFY_REDIS_URL", "sentinel://")):
+        out = subprocess.run([sys.executable, "-m", "wanotify", "worker"], capture_output=True, text=True,
+                             env={**os.environ, var: value}, timeout=60)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(f"error: invalid configuration: {var}: ")
+        assert "Traceback" not in out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -61,3 +62,35 @@ def test_worker_ready_again_after_a_reconnection_starts_nothing_twice(monkeypatc
     finally:
         signals._stop_sweeper()
         reset_settings()
+
+
+def test_a_child_process_counters_are_summed_into_the_workers_series(tmp_path: Any) -> None:
+    """The intake child writes its counters to a multiprocess directory; the worker's endpoint
+    shows one series per label set, the two processes' counts added (not two families)."""
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from wanotify.metrics import _Summed
+
+    child = ("from prometheus_client import Counter; c = Counter('wanotify_jobs_accepted_total', 'x',"
+             " ['kind', 'source']); c.labels('otp', 'celery').inc(3); c.labels('marketing', 'celery').inc(2)")
+    subprocess.run([sys.executable, "-c", child], check=True,
+                   env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    own = CollectorRegistry()
+    c = Counter("wanotify_jobs_accepted_total", "Jobs accepted", ["kind", "source"], registry=own)
+    c.labels("otp", "celery").inc(4)
+    c.labels("otp", "api").inc(1)
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(_Summed(own, MultiProcessCollector(None, path=str(tmp_path))))
+    text = generate_latest(merged).decode()
+    assert text.count("# TYPE wanotify_jobs_accepted_total counter") == 1
+    lines = {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+             if ln.startswith("wanotify_jobs_accepted_total{")}
+    assert lines == {
+        'wanotify_jobs_accepted_total{kind="otp",source="celery"}': 7.0,
+        'wanotify_jobs_accepted_total{kind="otp",source="api"}': 1.0,
+        'wanotify_jobs_accepted_total{kind="marketing",source="celery"}': 2.0,
+    }

@@ -33,6 +33,9 @@ def bench_pacing(
     intake_workers: Annotated[int, typer.Option(
         help="Also run this many `wanotify worker --queues notify` (at lower priority); the --workers"
              " then leave the notify queue to them.")] = 0,
+    compare_intake_process: Annotated[bool, typer.Option(
+        help="Instead of Celery's baseline, each run again with each worker's intake in a child"
+             " process (WANOTIFY_INTAKE_PROCESS=true), alternating which goes first.")] = False,
 ) -> None:
     """Per-number pacing across workers vs Celery's rate_limit: violations, utilisation, OTP latency."""
     from wanotify.devtools.bench.pacing import run  # noqa: PLC0415 (devtools: this verb only)
@@ -53,7 +56,8 @@ def bench_pacing(
             fail("--numbers: every limit must be at least 1")
     run(runs=runs, slow_senders=senders, slow_mps=mps, fast_mps=0 if numbers else fast_mps,
         backlog_s=backlog_seconds, workers=workers, otp_rate=otp_rate, baseline=baseline,
-        baseline_timeout=baseline_timeout, mps_list=mps_list, intake=intake, intake_workers=intake_workers)
+        baseline_timeout=baseline_timeout, mps_list=mps_list, intake=intake, intake_workers=intake_workers,
+        compare_intake_process=compare_intake_process)
 
 
 @bench_app.command("hosts")

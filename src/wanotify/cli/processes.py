@@ -6,16 +6,26 @@ worker or web process."""
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Annotated, Any
 
 import psycopg
 import typer
 import uvicorn
+from celery.signals import worker_shutting_down
 
 from wanotify.cli.common import console, err_console, fail, settings, setup_logging
 from wanotify.db.migrate import current_revision, upgrade
+from wanotify.metrics import serve_child_metrics
 from wanotify.ops.flower_auth import FlowerAuthError, resolve
 from wanotify.queues.names import NOTIFY, QUEUES
+from wanotify.worker.intake_process import (
+    INTAKE_BULK_NICE,
+    INTAKE_NICE,
+    IntakeProcess,
+    child_command,
+    child_metrics,
+)
 from wanotify.worker.main import celery_app
 from wanotify.worker.memory import limit_arenas
 
@@ -71,12 +81,6 @@ def sandbox(
     server.run_sandbox(host, port, webhook_url or None, s, realtime=realtime)
 
 
-# How much lower a worker that consumes only the intake queue runs (nice): measured with
-# `bench pacing --intake burst --intake-workers 2`, the send loops on the same cores then
-# keep their rate while a producer's burst is validated and stored.
-INTAKE_NICE = 10
-
-
 def queues_of(args: list[str]) -> list[str] | None:
     """The queues ``celery worker`` options name (``-Q a,b``, ``-Qa,b``, ``--queues a,b``,
     ``--queues=a,b``), or None when they name none."""
@@ -96,15 +100,26 @@ def queues_of(args: list[str]) -> list[str] | None:
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker; further options go to `celery worker` (default: every queue).
 
-    A worker of the intake queue alone (``--queues notify``) lowers its own priority
+    By default the intake queue (``notify``) is consumed by a child process of this worker
+    (``WANOTIFY_INTAKE_PROCESS``, see ``wanotify.worker.intake_process``). A worker of the
+    intake queue alone (``--queues notify``, that child's too) lowers its own priority
     (``INTAKE_NICE``), so that validating a producer's burst never takes the CPU from the
-    send loops of the workers beside it.
+    send loops beside it.
     """
     args = list(ctx.args)
 
-    settings()
+    s = settings()
+    intake: IntakeProcess | None = None
+    metrics_dir: str | None = None
     if not any(a in ("-Q", "--queues") or a.startswith(("--queues=", "-Q")) for a in args):
-        args += ["--queues", ",".join(QUEUES)]
+        if s.intake_process and not any(a in ("-D", "--detach") for a in args):
+            child_env, metrics_dir = child_metrics(os.environ)
+            intake = IntakeProcess(child_command(args, NOTIFY), env=child_env)
+            if metrics_dir is not None:
+                serve_child_metrics(metrics_dir)
+            args += ["--queues", ",".join(q for q in QUEUES if q != NOTIFY)]
+        else:
+            args += ["--queues", ",".join(QUEUES)]
     if not any(a in ("-P", "--pool") or a.startswith(("--pool=", "-P")) for a in args):
         args += ["--pool", "threads"]
     if not any(a in ("-c", "--concurrency") or a.startswith(("--concurrency=", "-c")) for a in args):
@@ -114,11 +129,23 @@ def worker(ctx: typer.Context) -> None:
 
     if queues_of(args) == [NOTIFY]:
         os.nice(INTAKE_NICE)
-        err_console.print(f"intake-only worker: running at nice +{INTAKE_NICE} (sends on this host go first)")
+        err_console.print(f"intake-only worker: running at nice +{INTAKE_NICE}, its bulk batches at "
+                          f"+{INTAKE_NICE + INTAKE_BULK_NICE} (sends on this host go first)")
     if any(a in ("-B", "--beat") for a in args):  # an embedded beat: its schedule too
         args = _with_beat_schedule(args, settings())
     limit_arenas(2)  # before Celery starts its threads (see wanotify.worker.memory)
-    celery_app.worker_main(["worker", *args])
+    if intake is None:
+        celery_app.worker_main(["worker", *args])
+        return
+    # The child starts with this worker and begins its warm shutdown with this one's.
+    worker_shutting_down.connect(lambda **_: intake.terminate(), weak=False)
+    intake.start()
+    try:
+        celery_app.worker_main(["worker", *args])
+    finally:
+        intake.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def beat(ctx: typer.Context) -> None:

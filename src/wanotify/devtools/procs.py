@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 from celery import Celery
+
+from wanotify.worker.intake_process import die_with_parent
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
@@ -28,14 +29,6 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the parent dies, even by SIGKILL (Linux), so no stray
-    worker outlives an interrupted test run or benchmark."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Proc:
@@ -56,7 +49,7 @@ class Proc:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # no stray worker outlives a test run or bench
         )
 
     @property

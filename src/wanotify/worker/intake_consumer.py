@@ -17,6 +17,8 @@ every job as a ``wanotify.notify`` task in its events (Flower lists them, masked
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +36,7 @@ from wanotify.intake.service import notify_many, record_rejected, with_task_key
 from wanotify.logs import args_summary
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.queues.names import NOTIFY, TASK_NOTIFY
+from wanotify.worker.intake_process import INTAKE_BULK_NICE
 
 log = logging.getLogger("wanotify.intake")
 
@@ -104,6 +107,9 @@ class Batcher:
         self.acking = threading.Lock()  # two threads ack on one broker channel
         self.stopping = False
         self.threads: list[threading.Thread] = []
+        # Nice increment of the bulk thread alone (an intake-only worker: its OTP thread and
+        # the consumer that receives the messages keep the process's priority).
+        self.bulk_nice = 0
 
     # -- the consumer's side (Celery's event loop) -------------------------------------
     def on_message(self, body: Any, message: Message) -> None:
@@ -176,6 +182,8 @@ class Batcher:
         return batch
 
     def _run(self, urgent_only: bool = False) -> None:
+        if self.bulk_nice and not urgent_only:
+            lower_thread_priority(self.bulk_nice)
         while True:
             batch = self._take(urgent_only)
             if not batch:
@@ -264,6 +272,20 @@ class Batcher:
                 self.retry.append(item)
 
 
+def lower_thread_priority(increment: int) -> bool:
+    """Raise the calling thread's nice value (Linux: a thread is a task of its own; elsewhere
+    the call would lower the whole process, so it is skipped). True if it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except OSError:
+        log.warning("could not lower the intake thread's priority", exc_info=True)
+        return False
+    return True
+
+
 def _kind(body: Any) -> str:
     kind = body.get("kind") if isinstance(body, dict) else None
     return kind if isinstance(kind, str) else "transactional"
@@ -278,12 +300,15 @@ class NotifyConsumer(bootsteps.ConsumerStep):
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.takes_notify: bool | None = None  # decided at the first start, from the worker's queues
+        self.intake_only = False
         self.batcher: Batcher | None = None
         self.queue: Any = None
 
     def start(self, c: Any) -> None:
         if self.takes_notify is None:
-            self.takes_notify = NOTIFY in c.app.amqp.queues.consume_from
+            consumed = set(c.app.amqp.queues.consume_from)
+            self.takes_notify = NOTIFY in consumed
+            self.intake_only = consumed == {NOTIFY}
             self.queue = c.app.amqp.queues[NOTIFY]
             log.info("notify queue %s", "taken in batches" if self.takes_notify else "not consumed by this worker")
         if not self.takes_notify:
@@ -299,6 +324,9 @@ class NotifyConsumer(bootsteps.ConsumerStep):
         c.wanotify_notify_queue = self.queue  # still reported as consumed (active_queues)
         if self.batcher is None:
             self.batcher = Batcher(events=c.event_dispatcher, hostname=c.hostname)
+            # A worker of the intake queue alone (the intake child of `wanotify worker`, or
+            # one started with --queues notify) stores bursts lower still than its OTPs.
+            self.batcher.bulk_nice = INTAKE_BULK_NICE if self.intake_only else 0
         self.batcher.events = c.event_dispatcher
         self.batcher.start()
         super().start(c)

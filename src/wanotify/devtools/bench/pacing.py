@@ -288,10 +288,11 @@ def _intake_seconds() -> float | None:
 
 def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], backlog: list[dict[str, Any]],
                  workers: int, otp_rate: float, timeout: float, intake: str = "stored",
-                 intake_workers: int = 0) -> RunResult:
+                 intake_workers: int = 0, intake_process: bool = False) -> RunResult:
     """``intake="stored"``: the backlog is stored before the workers start; ``"burst"``: the
     workers are running and the backlog arrives as a burst of ``wanotify.notify`` tasks
-    (validated and stored by the same workers that send), the OTPs by the same route."""
+    (validated and stored by the sending workers themselves, or with ``intake_process`` by
+    the intake child each of them starts), the OTPs by the same route."""
     burst = intake == "burst"
     if not burst:
         _held_backlog(senders, backlog)
@@ -300,7 +301,8 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     send_queues = ["--queues", ",".join(q for q in QUEUES if q != NOTIFY)] if intake_workers else []
     for i in range(workers):
         node = f"bench{i}-{uuid.uuid4().hex[:4]}"
-        procs.append(env.start(f"worker{i}", ["worker", "--concurrency", "16", *send_queues, "-n", f"{node}@%h"]))
+        procs.append(env.start(f"worker{i}", ["worker", "--concurrency", "16", *send_queues, "-n", f"{node}@%h"],
+                               {"WANOTIFY_INTAKE_PROCESS": "true" if intake_process else "false"}))
     for i in range(intake_workers):
         node = f"intake{i}-{uuid.uuid4().hex[:4]}"
         procs.append(env.start(f"intake{i}", ["worker", "--concurrency", "4", "--queues", NOTIFY, "-n", f"{node}@%h"]))
@@ -354,7 +356,7 @@ def run_wanotify(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
     cpu = meter.used()
     env.stop(procs)
     log = sandbox_log(sb_url)
-    res = analyse("wanotify", log, senders, len(backlog), dict(enqueued), cpu)
+    res = analyse("wanotify, intake process" if intake_process else "wanotify", log, senders, len(backlog), dict(enqueued), cpu)
     res.intake_s = _intake_seconds() if burst else None
     if not ok:
         res.notes.append(f"backlog not drained within {timeout:.0f}s")
@@ -444,8 +446,12 @@ def run_baseline(env: BenchEnv, sb_url: str, senders: list[dict[str, Any]], back
 def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int = 1000,
         backlog_s: float = 8.0, workers: int = 4, otp_rate: float = 5.0, baseline: bool = True,
         baseline_timeout: float = 45.0, mps_list: list[int] | None = None, intake: str = "stored",
-        intake_workers: int = 0) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
+        intake_workers: int = 0, compare_intake_process: bool = False
+        ) -> dict[str, list[tuple[RunResult, RunResult | None]]]:
     """Two phases in one run: many numbers at ``slow_mps``, then one number at ``fast_mps``.
+
+    ``compare_intake_process``: instead of Celery's baseline, the same run with each worker's
+    intake in a child process (``WANOTIFY_INTAKE_PROCESS=true``), in alternating order.
 
     The phases are separate because 10×80 + 1,000 mps is more than this 2-core machine can
     serve with the sandbox, Postgres and Redis on it; Meta's limits are per number, so each
@@ -468,13 +474,27 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
         results: list[tuple[RunResult, RunResult | None]] = []
         for i in range(runs):
             backlog = make_backlog(senders, backlog_s, seed=i)
-            with bench_env("pacing", senders) as env:
-                _, sb_url = start_sandbox(env, realtime=True)
-                ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
-                                    timeout=backlog_s * 6 + 60, intake=intake, intake_workers=intake_workers)
-                base = None
-                if baseline:
-                    base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
+
+            def ours_run(child: bool, senders: list[dict[str, Any]] = senders,
+                         backlog: list[dict[str, Any]] = backlog) -> RunResult:
+                with bench_env("pacing", senders) as env:  # each in a fresh database, Redis db, sandbox
+                    _, sb_url = start_sandbox(env, realtime=True)
+                    return run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
+                                        timeout=backlog_s * 6 + 60, intake=intake,
+                                        intake_workers=0 if child else intake_workers, intake_process=child)
+
+            base: RunResult | None = None
+            if compare_intake_process:  # alternating which goes first
+                first = ours_run(child=bool(i % 2))
+                second = ours_run(child=not i % 2)
+                ours, base = (second, first) if i % 2 else (first, second)
+            else:
+                with bench_env("pacing", senders) as env:
+                    _, sb_url = start_sandbox(env, realtime=True)
+                    ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
+                                        timeout=backlog_s * 6 + 60, intake=intake, intake_workers=intake_workers)
+                    if baseline:
+                        base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
             results.append((ours, base))
             console.print(f"{name}: run {i + 1}/{runs} done")
         out[name] = results
@@ -525,7 +545,8 @@ def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = 
     t.add_column("wanotify", justify="right")
     has_base = any(b is not None for _, b in results)
     if has_base:
-        t.add_column("celery rate_limit", justify="right")
+        other = next(b.name for _, b in results if b is not None)
+        t.add_column("celery rate_limit" if other == "celery" else other, justify="right")
     for label, pick, spec in rows:
         cells = [_fmt(col(pick, 0), spec)]
         if has_base:
