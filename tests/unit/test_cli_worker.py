@@ -6,9 +6,9 @@ from typing import Any
 
 
 def test_an_intake_only_worker_is_recognised_in_every_spelling_of_its_queues() -> None:
-    """`wanotify worker --queues notify` lowers its priority (cli.processes.INTAKE_NICE); a
+    """`wanotify worker --queues notify` lowers its priority (INTAKE_NICE); a
     worker that also sends (any other queue named, or none: every queue) does not."""
-    from wanotify.cli.processes import queues_of
+    from wanotify.worker.options import queues_of
 
     assert queues_of(["--queues", "notify"]) == ["notify"]
     assert queues_of(["-Q", "notify"]) == ["notify"]
@@ -65,3 +65,16 @@ def test_a_dead_intake_child_is_started_again_and_stopped_with_the_worker(tmp_pa
     assert code == -15  # SIGTERM
     time.sleep(0.5)
     assert marker.read_text() == "xxx" and ip.starts == 3  # not started again after stop
+
+
+def test_one_parser_reads_celery_worker_options_as_celery_does() -> None:
+    from wanotify.worker.options import option_value
+
+    assert option_value(["-P", "prefork"], "-P", "--pool") == "prefork"
+    assert option_value(["-Pprefork"], "-P", "--pool") == "prefork"
+    assert option_value(["--pool", "solo"], "-P", "--pool") == "solo"
+    assert option_value(["--pool=gevent", "-P", "threads"], "-P", "--pool") == "threads"  # the last wins
+    assert option_value(["--concurrency", "4"], "-P", "--pool") is None
+    assert option_value(["--pool"], "-P", "--pool") is None  # no value: Celery refuses it itself
+    assert option_value(["-l", "DEBUG"], "-l", "--loglevel") == "DEBUG"
+    assert option_value(["--loglevel=info"], "-l", "--loglevel") == "info"

@@ -6,6 +6,8 @@ import os
 import sys
 import tempfile
 
+from wanotify.worker.options import option_value
+
 
 def main() -> None:
     """The console script. A prefork worker's metrics need prometheus_client's multiprocess
@@ -38,13 +40,6 @@ def prepare_multiprocess_metrics(args: list[str]) -> None:
     """Under a process pool each child counts its own sends: share them through
     prometheus_client's multiprocess directory so the worker's metrics port shows them all.
     Must run before prometheus_client is imported."""
-    pool = "threads"
-    for i, a in enumerate(args):
-        if a in ("-P", "--pool") and i + 1 < len(args):
-            pool = args[i + 1]
-        elif a.startswith("--pool="):
-            pool = a.split("=", 1)[1]
-        elif a.startswith("-P") and len(a) > 2:
-            pool = a[2:]
+    pool = option_value(args, "-P", "--pool") or "threads"
     if pool in ("prefork", "processes") and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wanotify-metrics-")

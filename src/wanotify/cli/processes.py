@@ -28,6 +28,7 @@ from wanotify.worker.intake_process import (
 )
 from wanotify.worker.main import celery_app
 from wanotify.worker.memory import limit_arenas
+from wanotify.worker.options import queues_of
 
 
 def migrate(
@@ -81,22 +82,6 @@ def sandbox(
     server.run_sandbox(host, port, webhook_url or None, s, realtime=realtime)
 
 
-def queues_of(args: list[str]) -> list[str] | None:
-    """The queues ``celery worker`` options name (``-Q a,b``, ``-Qa,b``, ``--queues a,b``,
-    ``--queues=a,b``), or None when they name none."""
-    for i, a in enumerate(args):
-        if a in ("-Q", "--queues") and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith("--queues="):
-            value = a.split("=", 1)[1]
-        elif a.startswith("-Q") and len(a) > 2:
-            value = a[2:]
-        else:
-            continue
-        return [q.strip() for q in value.split(",") if q.strip()]
-    return None
-
-
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker; further options go to `celery worker` (default: every queue).
 
@@ -111,7 +96,7 @@ def worker(ctx: typer.Context) -> None:
     s = settings()
     intake: IntakeProcess | None = None
     metrics_dir: str | None = None
-    if not any(a in ("-Q", "--queues") or a.startswith(("--queues=", "-Q")) for a in args):
+    if queues_of(args) is None:
         if s.intake_process and not any(a in ("-D", "--detach") for a in args):
             child_env, metrics_dir = child_metrics(os.environ)
             intake = IntakeProcess(child_command(args, NOTIFY), env=child_env)

@@ -35,6 +35,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from wanotify.worker.options import option_value
+
 log = logging.getLogger("wanotify.worker.intake")
 
 # How much lower an intake-only worker runs (nice), and its bulk thread on top of that (its
@@ -65,15 +67,7 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the forked child
 def child_node_name(parent_args: Sequence[str]) -> str:
     """The child's Celery node name: ``intake-<the worker's name>`` (``-n w1@%h`` →
     ``intake-w1@%h``; no ``-n``: ``intake-celery@%h``), so both are told apart in Flower."""
-    name = "celery@%h"
-    args = list(parent_args)
-    for i, a in enumerate(args):
-        if a in ("-n", "--hostname") and i + 1 < len(args):
-            name = args[i + 1]
-        elif a.startswith("--hostname="):
-            name = a.split("=", 1)[1]
-        elif a.startswith("-n") and len(a) > 2:
-            name = a[2:]
+    name = option_value(parent_args, "-n", "--hostname") or "celery@%h"
     return f"intake-{name}" if "@" in name else f"intake-celery@{name}"
 
 
@@ -91,13 +85,10 @@ def child_command(parent_args: Sequence[str], queue: str) -> list[str]:
     """``wanotify worker`` for the intake queue alone, with the worker's log level."""
     cmd = [sys.executable, "-m", "wanotify", "worker", "--queues", queue,
            "--concurrency", str(INTAKE_CONCURRENCY), "-n", child_node_name(parent_args)]
-    args = list(parent_args)
-    for i, a in enumerate(args):
-        if a in ("-l", "--loglevel") and i + 1 < len(args):
-            cmd += ["--loglevel", args[i + 1]]
-        elif a.startswith("--loglevel="):
-            cmd.append(a)
-    if any(a in ("-E", "--task-events") for a in args):
+    level = option_value(parent_args, "-l", "--loglevel")
+    if level is not None:
+        cmd += ["--loglevel", level]
+    if any(a in ("-E", "--task-events") for a in parent_args):
         cmd.append("--task-events")
     return cmd
 
