@@ -6,6 +6,9 @@ import os
 import sys
 import tempfile
 
+from pydantic import ValidationError
+
+from wanotify.config import describe_invalid, get_settings  # neither imports prometheus_client
 from wanotify.worker.options import option_value
 
 
@@ -25,10 +28,6 @@ def main() -> None:
 def check_settings() -> None:
     """Bad ``WANOTIFY_*`` values: one message naming each variable and exit code 2, before
     the verbs are imported (the Celery app reads the settings as it is built)."""
-    from pydantic import ValidationError  # noqa: PLC0415
-
-    from wanotify.config import describe_invalid, get_settings  # noqa: PLC0415  (no prometheus_client)
-
     try:
         get_settings()
     except ValidationError as exc:
