@@ -56,6 +56,9 @@ def _stored(db: Any, prefix: str, n: int) -> Any:
 
 
 def _private_broker(stack: Stack, db: int) -> str:
+    """A Redis db of its own for a worker of this module. It shares the stack's Postgres, so
+    its sweeper is kept from running (``_start``): it would push other tests' open jobs into
+    this db's lanes and send them from here."""
     base, _, _ = stack.env["WANOTIFY_REDIS_URL"].rpartition("/")
     url = f"{base}/{db}"
     redis.Redis.from_url(url).flushdb()
@@ -64,7 +67,7 @@ def _private_broker(stack: Stack, db: int) -> str:
 
 def _start(stack: Stack, name: str, extra: dict[str, str] | None = None) -> tuple[Proc, str]:
     node = f"{name}-{uuid.uuid4().hex[:6]}"
-    env = {**stack.env, **(extra or {})}
+    env = {**stack.env, "WANOTIFY_SWEEP_INTERVAL_S": "3600", **(extra or {})}
     p = Proc(name, ["worker", "--concurrency", "4", "-n", f"{node}@%h"], env, stack.logdir / f"{name}.log")
     wait_worker(env["WANOTIFY_REDIS_URL"], p, timeout=40, node=node)
     return p, node

@@ -55,13 +55,17 @@ STOP_WAIT_S = 30.0  # a warm shutdown: the batch in hand is stored and acknowled
 _PR_SET_PDEATHSIG = 1
 
 
+# Found once, here: a preexec_fn runs between fork and exec, where nothing may spawn a
+# process or take a lock (ctypes.util.find_library runs ldconfig).
+_LIBC = (ctypes.util.find_library("c") or "libc.so.6") if sys.platform.startswith("linux") else None
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """In a child before exec (``preexec_fn``): SIGTERM when the thread that started it is
     gone, even by SIGKILL (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
+    if _LIBC is not None:
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            ctypes.CDLL(_LIBC, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def child_node_name(parent_args: Sequence[str]) -> str:
