@@ -28,7 +28,7 @@ from wanotify.worker.intake_process import (
 )
 from wanotify.worker.main import celery_app
 from wanotify.worker.memory import limit_arenas
-from wanotify.worker.options import queues_of
+from wanotify.worker.options import option_value, queues_of
 
 
 def migrate(
@@ -85,11 +85,11 @@ def sandbox(
 def worker(ctx: typer.Context) -> None:
     """Run a Celery worker; further options go to `celery worker` (default: every queue).
 
-    By default the intake queue (``notify``) is consumed by a child process of this worker
-    (``WANOTIFY_INTAKE_PROCESS``, see ``wanotify.worker.intake_process``). A worker of the
-    intake queue alone (``--queues notify``, that child's too) lowers its own priority
-    (``INTAKE_NICE``), so that validating a producer's burst never takes the CPU from the
-    send loops beside it.
+    With ``WANOTIFY_INTAKE_PROCESS=true`` (off by default) the intake queue (``notify``) is
+    consumed by a child process of this worker (see ``wanotify.worker.intake_process``). A
+    worker of the intake queue alone (``--queues notify``, that child's too) lowers its own
+    priority (``INTAKE_NICE``), so that validating a producer's burst takes the CPU the
+    send loops beside it leave.
     """
     args = list(ctx.args)
 
@@ -105,9 +105,9 @@ def worker(ctx: typer.Context) -> None:
             args += ["--queues", ",".join(q for q in QUEUES if q != NOTIFY)]
         else:
             args += ["--queues", ",".join(QUEUES)]
-    if not any(a in ("-P", "--pool") or a.startswith(("--pool=", "-P")) for a in args):
+    if option_value(args, "-P", "--pool") is None:
         args += ["--pool", "threads"]
-    if not any(a in ("-c", "--concurrency") or a.startswith(("--concurrency=", "-c")) for a in args):
+    if option_value(args, "-c", "--concurrency") is None:
         args += ["--concurrency", "16"]
     if not any(a in ("-E", "--task-events") for a in args):
         args += ["--task-events"]

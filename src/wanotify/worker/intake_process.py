@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from wanotify.worker.options import option_value
 
@@ -100,11 +100,10 @@ def child_command(parent_args: Sequence[str], queue: str) -> list[str]:
 class IntakeProcess:
     """Keeps one intake child running while the worker runs."""
 
-    def __init__(self, command: Sequence[str], popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
-                 restart_pause_s: tuple[float, float] = RESTART_PAUSE_S, env: Mapping[str, str] | None = None):
+    def __init__(self, command: Sequence[str], restart_pause_s: tuple[float, float] = RESTART_PAUSE_S,
+                 env: Mapping[str, str] | None = None):
         self.command = list(command)
         self.env = {**os.environ, **(env or {})}
-        self._popen = popen
         self.pause = restart_pause_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -119,7 +118,7 @@ class IntakeProcess:
         with self._lock:
             if self._stopping.is_set():
                 return None
-            self.proc = self._popen(self.command, preexec_fn=die_with_parent, env=self.env)
+            self.proc = subprocess.Popen(self.command, preexec_fn=die_with_parent, env=self.env)
             self.starts += 1
             log.info("intake process started (pid %d, start %d)", self.proc.pid, self.starts)
             return self.proc

@@ -475,26 +475,24 @@ def run(runs: int = 1, slow_senders: int = 10, slow_mps: int = 80, fast_mps: int
         for i in range(runs):
             backlog = make_backlog(senders, backlog_s, seed=i)
 
-            def ours_run(child: bool, senders: list[dict[str, Any]] = senders,
-                         backlog: list[dict[str, Any]] = backlog) -> RunResult:
-                with bench_env("pacing", senders) as env:  # each in a fresh database, Redis db, sandbox
+            def in_fresh_env(child: bool, with_baseline: bool, senders: list[dict[str, Any]] = senders,
+                             backlog: list[dict[str, Any]] = backlog) -> tuple[RunResult, RunResult | None]:
+                with bench_env("pacing", senders) as env:  # a fresh database, Redis db and sandbox
                     _, sb_url = start_sandbox(env, realtime=True)
-                    return run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
-                                        timeout=backlog_s * 6 + 60, intake=intake,
-                                        intake_workers=0 if child else intake_workers, intake_process=child)
+                    got = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
+                                       timeout=backlog_s * 6 + 60, intake=intake,
+                                       intake_workers=0 if child else intake_workers, intake_process=child)
+                    base = (run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
+                            if with_baseline else None)
+                return got, base
 
-            base: RunResult | None = None
+            base: RunResult | None
             if compare_intake_process:  # alternating which goes first
-                first = ours_run(child=bool(i % 2))
-                second = ours_run(child=not i % 2)
+                first, _ = in_fresh_env(child=bool(i % 2), with_baseline=False)
+                second, _ = in_fresh_env(child=not i % 2, with_baseline=False)
                 ours, base = (second, first) if i % 2 else (first, second)
             else:
-                with bench_env("pacing", senders) as env:
-                    _, sb_url = start_sandbox(env, realtime=True)
-                    ours = run_wanotify(env, sb_url, senders, backlog, workers, otp_rate,
-                                        timeout=backlog_s * 6 + 60, intake=intake, intake_workers=intake_workers)
-                    if baseline:
-                        base = run_baseline(env, sb_url, senders, backlog, workers, otp_rate, baseline_timeout)
+                ours, base = in_fresh_env(child=False, with_baseline=baseline)
             results.append((ours, base))
             console.print(f"{name}: run {i + 1}/{runs} done")
         out[name] = results
@@ -545,8 +543,7 @@ def print_table(results: list[tuple[RunResult, RunResult | None]], phase: str = 
     t.add_column("wanotify", justify="right")
     has_base = any(b is not None for _, b in results)
     if has_base:
-        other = next(b.name for _, b in results if b is not None)
-        t.add_column("celery rate_limit" if other == "celery" else other, justify="right")
+        t.add_column(next(b.name for _, b in results if b is not None), justify="right")
     for label, pick, spec in rows:
         cells = [_fmt(col(pick, 0), spec)]
         if has_base:
