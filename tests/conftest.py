@@ -277,6 +277,36 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what or pred} (last: {last!r})")
 
 
+def publish_and_find(db_url: str, jobs: list[dict[str, Any]], broker: str, timeout: float = 60.0,
+                     **transport: Any) -> list[str]:
+    """Publish jobs as a producer in another codebase does (a plain Celery app,
+    ``send_task("wanotify.notify", args=[body], queue="notify")``; each job needs an
+    ``idempotency_key``), wait until the workers stored them all, and return their ids."""
+    import sqlalchemy
+    from celery import Celery
+
+    producer = Celery("producer", broker=broker)
+    producer.conf.task_serializer = "json"
+    producer.conf.broker_transport_options = transport
+    try:
+        for job in jobs:
+            producer.send_task("wanotify.notify", args=[job], queue="notify")
+    finally:
+        producer.close()
+    keys = [j["idempotency_key"] for j in jobs]
+    engine = sqlalchemy.create_engine(db_url)
+    try:
+        def stored() -> list[str]:
+            with engine.connect() as conn:
+                rows = conn.execute(sqlalchemy.text("SELECT id::text FROM notifications WHERE idempotency_key"
+                                                    " = ANY(:k)"), {"k": keys}).scalars().all()
+            return list(rows) if len(rows) == len(keys) else []
+        found: list[str] = wait_for(stored, timeout=timeout, interval=0.25, what="the queued jobs stored")
+        return found
+    finally:
+        engine.dispose()
+
+
 def statuses_at(db_url: str, ids: list[str]) -> dict[str, str]:
     """Job statuses in the database at ``db_url`` (a stack of the test's own)."""
     import sqlalchemy

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from conftest import API_KEY, statuses_at, wait_for
+from conftest import API_KEY, publish_and_find, statuses_at, wait_for
 from wanotify.core.status import OUTCOMES
 from wanotify.db.migrate import upgrade
 from wanotify.devtools.procs import Proc, free_port, wait_http, wait_worker
@@ -140,6 +140,12 @@ def _enqueue(api: httpx.Client, jobs: list[dict[str, Any]], ids: list[str]) -> N
     ids.extend(x["id"] for x in r.json()["results"])
 
 
+def _published(stack: Stack, jobs: list[dict[str, Any]], broker: str, **transport: Any) -> list[str]:
+    """``send_task("wanotify.notify", …)`` from a plain Celery producer; the ids of the jobs
+    the workers stored (found by their idempotency keys)."""
+    return publish_and_find(stack.db_url, jobs, broker, **transport)
+
+
 def _check_unavailable(r: httpx.Response) -> dict[str, Any]:
     """A 503 as documented: JSON error body, Retry-After."""
     assert r.status_code == 503, (r.status_code, r.text)
@@ -185,9 +191,11 @@ def test_a_real_redis_restart_keeps_workers_up_and_loses_nothing(stack: Stack) -
     assert stack.procs["worker"].alive(), f"the worker exited after the Redis restart:\n{stack.worker_log()}"
     wait_for(lambda: api.get("/readyz").status_code == 200, timeout=30, what="web ready again")
     _enqueue(api, _jobs(100, "after"), ids)
+    # The notify queue is taken again too (its puller has a connection of its own).
+    ids += _published(stack, _jobs(30, "queued-after"), broker=stack.redis.url)
     final = _settled(stack, ids + stored, timeout=150)
     assert stack.procs["worker"].alive()
-    assert len(final) == 300 + len(stored) and set(final.values()) <= {"delivered", "read"}
+    assert len(final) == 330 + len(stored) and set(final.values()) <= {"delivered", "read"}
     assert stack.keys_stored(nameless) == 0  # "nothing was stored" was true
     sends = stack.sends()
     assert set(sends) == set(ids + stored)

@@ -21,7 +21,7 @@ import pytest
 import redis
 from sqlalchemy import make_url
 
-from conftest import API_KEY, drop_database, statuses_at, wait_for
+from conftest import API_KEY, drop_database, publish_and_find, statuses_at, wait_for
 from wanotify.config import get_settings, reset_settings
 from wanotify.core.status import OUTCOMES
 from wanotify.db.migrate import upgrade
@@ -175,6 +175,9 @@ def test_master_killed_mid_flow_loses_nothing_and_never_sends_faster(stack: Stac
     # Producers go on through the new master.
     more = [{**j, "idempotency_key": f"sentinel-after-{n}"} for n, j in enumerate(jobs[:60])]
     wait_for(lambda: _accepted(api, more, ids), timeout=30, interval=0.5, what="enqueue after the failover")
+    # And producers of the notify queue (send_task through the sentinels): taken by the workers.
+    queued = [{**j, "idempotency_key": f"sentinel-queued-{n}"} for n, j in enumerate(jobs[:30])]
+    ids += publish_and_find(stack.db_url, queued, stack.group.url, master_name="mymaster")
 
     def settled() -> bool:
         return all(s in OUTCOMES for s in stack.statuses(ids).values())

@@ -209,12 +209,19 @@ def test_thread_batches_what_arrives_and_stop_finishes() -> None:
     assert max(len(c) for c in store.calls) <= 50 and len(store.calls) < 120  # batched
 
 
-def test_forget_drops_what_the_broker_will_deliver_again() -> None:
-    b, _store, _rejects = make()
-    b.on_message(([{"to": "1"}], {}, {}), Msg())  # type: ignore[arg-type]
-    b.retry.append(items([{"to": "2"}])[0])
-    b.forget()
-    assert not b.pending and not b.retry
+def test_stop_hands_back_what_was_never_stored() -> None:
+    """What waits (pending, OTPs, retries) when the worker stops is returned, to be given
+    back to the queue at once; what was stored is acknowledged and not returned."""
+    b, store, _rejects = make()
+    stored, waiting, otp, retried = Msg(), Msg(), Msg(), Msg()
+    b.on_message(([{"to": "1"}], {}, {}), stored)
+    b.process(b._take())
+    b.on_messages([(([{"to": "2"}], {}, {}), waiting), (([{"to": "3", "kind": "otp"}], {}, {}), otp)])
+    b.retry.append(decode((({"to": "4"},), {}, {}), retried))
+    assert b.held() == 3
+    left = b.stop()
+    assert stored.acked == 1 and len(store.stored) == 1
+    assert set(map(id, left)) == {id(waiting), id(otp), id(retried)} and b.held() == 0
 
 
 def test_otps_are_taken_before_a_waiting_burst() -> None:

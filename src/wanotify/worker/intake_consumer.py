@@ -5,10 +5,13 @@ One Celery task per job costs about 3 ms of CPU here (the task machinery and its
 half of it, one transaction per job the other), so a producer's burst of a few thousand
 jobs kept both cores busy for seconds and starved the sends it fed (measured with
 ``wanotify bench pacing --intake burst``). This consumer step takes the queue away from the
-task consumer and stores what arrives together: the messages that came in during a few
+task consumer and stores what arrives together: ``queues.puller.QueuePuller`` takes the
+messages off the broker up to a hundred per round trip (kombu's own one-``BRPOP``-per-message
+receiving cost more CPU than storing them), the messages that came in during a few
 milliseconds are validated and stored by ``intake.service.notify_many`` (one statement, one
-push per lane), then acknowledged, so nothing is acknowledged before it is committed and a
-worker that dies holding a batch loses nothing (the broker gives the messages back).
+push per lane), then acknowledged in one pipeline, so nothing is acknowledged before it is
+committed and a worker that dies holding a batch loses nothing (kombu's visibility timeout
+gives the messages back; a worker that stops gives back what it did not store at once).
 
 The producer's contract is unchanged (task name, queue, body); the worker still reports
 every job as a ``wanotify.notify`` task in its events (Flower lists them, masked).
@@ -27,8 +30,6 @@ from typing import Any
 
 from celery import bootsteps
 from celery.worker.control import inspect_command
-from kombu.message import Message
-from kombu.messaging import Consumer
 
 from wanotify.core.backoff import task_retry_s
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
@@ -36,6 +37,7 @@ from wanotify.intake.service import notify_many, record_rejected, with_task_key
 from wanotify.logs import args_summary
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.queues.names import NOTIFY, TASK_NOTIFY
+from wanotify.queues.puller import Pulled, QueuePuller
 from wanotify.worker.intake_process import INTAKE_BULK_NICE
 
 log = logging.getLogger("wanotify.intake")
@@ -110,13 +112,25 @@ class Batcher:
         # Nice increment of the bulk thread alone (an intake-only worker: its OTP thread and
         # the consumer that receives the messages keep the process's priority).
         self.bulk_nice = 0
+        self.in_hand = 0  # messages of the batches being stored
+        self.after_batch: Any = None  # called after each batch (the puller's acknowledgements)
 
-    # -- the consumer's side (Celery's event loop) -------------------------------------
-    def on_message(self, body: Any, message: Message) -> None:
-        item = decode(body, message)
+    # -- the puller's side ----------------------------------------------------------------
+    def on_message(self, body: Any, message: Any) -> None:
+        self.on_messages([(body, message)])
+
+    def on_messages(self, pairs: list[tuple[Any, Any]]) -> None:
+        """A batch taken off the queue (``QueuePuller``): OTPs to the front, the rest in order."""
+        items = [decode(body, message) for body, message in pairs]
         with self.cond:
-            (self.urgent if _kind(item.body) == "otp" else self.pending).append(item)
+            for item in items:
+                (self.urgent if _kind(item.body) == "otp" else self.pending).append(item)
             self.cond.notify_all()
+
+    def held(self) -> int:
+        """How many messages are in hand (taken, not yet acknowledged)."""
+        with self.cond:
+            return len(self.pending) + len(self.urgent) + len(self.retry) + self.in_hand
 
     def start(self) -> None:
         """Two threads: one stores whatever waits (OTPs first), one only OTPs, so that an
@@ -131,22 +145,21 @@ class Batcher:
             for t in self.threads:
                 t.start()
 
-    def forget(self) -> None:
-        """The connection is gone: its unacknowledged messages go back to the queue on the
-        broker's side, so what is waiting here is dropped (it will be delivered again)."""
-        with self.cond:
-            self.pending.clear()
-            self.urgent.clear()
-            self.retry.clear()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in hand (so what was committed is acknowledged), then stop."""
+    def stop(self, timeout: float = 10.0) -> list[Any]:
+        """Finish the batches in hand (so what was committed is acknowledged), then stop.
+        Returns the messages of what was never stored (to be given back to the queue)."""
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        with self.cond:
+            left = [i.message for i in (*self.urgent, *self.pending, *self.retry)]
+            self.urgent.clear()
+            self.pending.clear()
+            self.retry.clear()
+        return left
 
     # -- the batch thread ----------------------------------------------------------------
     def _take(self, urgent_only: bool = False) -> list[Item]:
@@ -160,7 +173,7 @@ class Batcher:
             if self.stopping:
                 return []
             if urgent_only:
-                return [self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))]
+                return self._hand([self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))])
             lone = not self.urgent and len(self.pending) < self.max_batch
         if lone and self.linger_s > 0:
             time.sleep(self.linger_s)  # let the rest of a burst arrive: one transaction for it
@@ -169,7 +182,7 @@ class Batcher:
             # validation of a burst); then what waited for a retry, then the rest in arrival
             # order. An OTP published behind a burst of marketing jobs is stored next.
             if self.urgent:
-                return [self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))]
+                return self._hand([self.urgent.popleft() for _ in range(min(len(self.urgent), self.max_batch))])
             batch: list[Item] = []
             now = time.monotonic()
             due = [i for i in self.retry if i.due <= now][: self.max_batch - len(batch)]
@@ -179,6 +192,10 @@ class Batcher:
                 batch += due
             while self.pending and len(batch) < self.max_batch:
                 batch.append(self.pending.popleft())
+            return self._hand(batch)
+
+    def _hand(self, batch: list[Item]) -> list[Item]:
+        self.in_hand += len(batch)  # (under self.cond)
         return batch
 
     def _run(self, urgent_only: bool = False) -> None:
@@ -193,11 +210,24 @@ class Batcher:
             except Exception:  # never let the thread die: the items are retried
                 log.exception("intake batch of %d failed unexpectedly", len(batch))
                 self._later(batch)
+            finally:
+                if self.after_batch is not None:
+                    try:
+                        self.after_batch()
+                    except Exception:
+                        log.exception("acknowledging an intake batch failed unexpectedly")
 
     def process(self, batch: list[Item]) -> None:
         """Store a batch; on a failure (Postgres or Redis away, or one body the code cannot
         handle) each job is tried alone, and what still fails waits and is tried again,
         unacknowledged, as the old per-job task retried."""
+        try:
+            self._process(batch)
+        finally:
+            with self.cond:
+                self.in_hand = max(0, self.in_hand - len(batch))
+
+    def _process(self, batch: list[Item]) -> None:
         others = [i for i in batch if i.name != TASK_NOTIFY]
         for item in others:
             reason = ("not a Celery task message" if not item.name
@@ -291,9 +321,9 @@ def _kind(body: Any) -> str:
     return kind if isinstance(kind, str) else "transactional"
 
 
-class NotifyConsumer(bootsteps.ConsumerStep):
-    """Takes the ``notify`` queue from Celery's task consumer (when this worker consumes it)
-    and feeds it to a :class:`Batcher`."""
+class NotifyConsumer(bootsteps.StartStopStep):
+    """Takes the ``notify`` queue from Celery's task consumer (when this worker consumes it):
+    a :class:`QueuePuller` takes its messages in batches and feeds them to a :class:`Batcher`."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -302,6 +332,7 @@ class NotifyConsumer(bootsteps.ConsumerStep):
         self.takes_notify: bool | None = None  # decided at the first start, from the worker's queues
         self.intake_only = False
         self.batcher: Batcher | None = None
+        self.puller: QueuePuller | None = None
         self.queue: Any = None
 
     def start(self, c: Any) -> None:
@@ -327,24 +358,30 @@ class NotifyConsumer(bootsteps.ConsumerStep):
             # A worker of the intake queue alone (the intake child of `wanotify worker`, or
             # one started with --queues notify) stores bursts lower still than its OTPs.
             self.batcher.bulk_nice = INTAKE_BULK_NICE if self.intake_only else 0
+        if self.puller is None:
+            batcher = self.batcher
+            # The puller has its own connection: a broken Celery connection (this step is
+            # stopped and started again around it) leaves what it took in hand, to be stored.
+            self.puller = QueuePuller(c.app, NOTIFY, deliver=batcher.on_messages,
+                                      room=lambda: PREFETCH - batcher.held())
+            batcher.after_batch = self.puller.flush
         self.batcher.events = c.event_dispatcher
         self.batcher.start()
-        super().start(c)
-
-    def get_consumers(self, channel: Any) -> list[Consumer]:
-        assert self.batcher is not None
-        return [Consumer(channel, queues=[self.queue.bind(channel)], callbacks=[self.batcher.on_message],
-                         accept=["json"], prefetch_count=PREFETCH)]
-
-    def stop(self, c: Any) -> None:
-        super().stop(c)
-        if self.batcher is not None:
-            self.batcher.forget()
+        self.puller.start()
 
     def shutdown(self, c: Any) -> None:
+        """Take no more, store the batches in hand, give the rest back to the queue now."""
+        if self.puller is not None:
+            self.puller.stop()
         if self.batcher is not None:
-            self.batcher.stop()
-        super().shutdown(c)
+            left = self.batcher.stop()
+            if self.puller is not None:
+                self.puller.flush()
+                given = self.puller.restore([m.tag for m in left if isinstance(m, Pulled)])
+                if given:
+                    log.info("gave %d notify message(s) back to the queue", given)
+        if self.puller is not None:
+            self.puller.close()
 
 
 @inspect_command()
