@@ -94,3 +94,35 @@ def test_a_child_process_counters_are_summed_into_the_workers_series(tmp_path: A
         'wanotify_jobs_accepted_total{kind="otp",source="api"}': 1.0,
         'wanotify_jobs_accepted_total{kind="marketing",source="celery"}': 2.0,
     }
+
+
+@pytest.mark.parametrize(("queues", "pool", "warmed"), [
+    ({"otp", "transactional", "bulk", "fallback", "ingest"}, "threads", True),
+    ({"bulk"}, "threads", True),
+    (set(), "threads", False),  # an intake-only worker (notify deselected by its consumer step)
+    ({"ingest"}, "threads", False),  # never sends
+    ({"otp", "bulk"}, "solo", False),  # not the thread pool: the runtime is built where tasks run
+])
+def test_the_send_runtime_is_built_when_a_sending_worker_is_ready(
+        monkeypatch: pytest.MonkeyPatch, queues: set[str], pool: str, warmed: bool) -> None:
+    from celery.concurrency.solo import TaskPool as SoloPool
+    from celery.concurrency.thread import TaskPool as ThreadPool
+
+    built: list[bool] = []
+    monkeypatch.setattr(signals, "get_runtime", lambda: built.append(True))
+
+    class Queues:
+        consume_from = {q: object() for q in queues}
+
+    class App:
+        class amqp:  # Celery's attribute name
+            queues = Queues()
+
+    class Consumer:
+        app = App()
+
+    c = Consumer()
+    cls = ThreadPool if pool == "threads" else SoloPool
+    c.pool = cls.__new__(cls)  # type: ignore[attr-defined]  # (the instance's class is what counts)
+    signals._warm_runtime(sender=c)
+    assert built == ([True] if warmed else [])
