@@ -232,8 +232,8 @@ class Settings(BaseSettings):
     # number of that account on every host. None by default (Meta's pages state none today).
     waba_limits: str | None = None
     # A worker of every queue stores the notify queue's jobs in a child process of its own
-    # at a lower priority (wanotify.worker.intake_process). Off by default: it keeps the
-    # sends' rate through a burst, but OTPs published to the same queue wait longer.
+    # at a lower priority (wanotify.worker.intake_process). Off by default: OTPs published
+    # to the same queue wait longer, and the sends gain nothing measurable since the puller.
     intake_process: bool = False
     worker_metrics_port: int = Field(default=9809, ge=0, le=65535)  # 0: off
     worker_metrics_addr: str = "127.0.0.1"  # 0.0.0.0 to let Prometheus on another host scrape

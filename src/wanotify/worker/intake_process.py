@@ -9,9 +9,11 @@ still: ``INTAKE_BULK_NICE``), the burst is stored from the CPU the send loops le
 with ``wanotify bench pacing --intake burst --compare-intake-process`` (docs/benchmarks.md,
 2026-12-07), in each of four batches of alternated runs the worst-served number kept
 0.6–2.9 points more of its limit with the child, and OTPs published to the same queue reached Meta 95–170 ms
-later at p99 (they are received and stored at the lower priority too). Hence off by default;
-on for hosts whose OTPs come through the HTTP API (stored by the web app) while marketing
-bursts arrive on the queue.
+later at p99 (they are received and stored at the lower priority too). Since the queue is
+taken a hundred messages per round trip (``queues.puller``), inline intake costs the send
+loops less and the child no longer gains them anything measurable (same bench, 2026-12-07,
+later batches). Hence off by default; at most for hosts whose OTPs come through the HTTP API
+(stored by the web app) while marketing bursts arrive on the queue.
 
 :class:`IntakeProcess` starts that child (``wanotify worker --queues notify …``), restarts
 it when it dies (with a growing pause), and stops it with the worker: it receives SIGTERM
