@@ -140,12 +140,6 @@ def _enqueue(api: httpx.Client, jobs: list[dict[str, Any]], ids: list[str]) -> N
     ids.extend(x["id"] for x in r.json()["results"])
 
 
-def _published(stack: Stack, jobs: list[dict[str, Any]], broker: str, **transport: Any) -> list[str]:
-    """``send_task("wanotify.notify", …)`` from a plain Celery producer; the ids of the jobs
-    the workers stored (found by their idempotency keys)."""
-    return publish_and_find(stack.db_url, jobs, broker, **transport)
-
-
 def _check_unavailable(r: httpx.Response) -> dict[str, Any]:
     """A 503 as documented: JSON error body, Retry-After."""
     assert r.status_code == 503, (r.status_code, r.text)
@@ -192,7 +186,7 @@ def test_a_real_redis_restart_keeps_workers_up_and_loses_nothing(stack: Stack) -
     wait_for(lambda: api.get("/readyz").status_code == 200, timeout=30, what="web ready again")
     _enqueue(api, _jobs(100, "after"), ids)
     # The notify queue is taken again too (its puller has a connection of its own).
-    ids += _published(stack, _jobs(30, "queued-after"), broker=stack.redis.url)
+    ids += publish_and_find(stack.db_url, _jobs(30, "queued-after"), stack.redis.url)
     final = _settled(stack, ids + stored, timeout=150)
     assert stack.procs["worker"].alive()
     assert len(final) == 330 + len(stored) and set(final.values()) <= {"delivered", "read"}

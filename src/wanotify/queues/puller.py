@@ -89,7 +89,8 @@ class QueuePuller:
         self.channel: Any = None
         self.client: Any = None
         self.script: Any = None
-        self.keys: list[str] = []
+        self.keys: list[str] = []  # the queue's lists, highest priority first
+        self.script_keys: list[str] = []  # those, then kombu's unacked hash and index
         self.restored_at = 0.0
 
     # -- life ------------------------------------------------------------------------
@@ -171,6 +172,7 @@ class QueuePuller:
         with self.lock:
             self.conn, self.channel, self.client = conn, channel, client
         self.keys = [channel._q_for_pri(self.queue, p) for p in channel.priority_steps]
+        self.script_keys = [*self.keys, channel.unacked_key, channel.unacked_index_key]
         self.script = client.register_script(TAKE)
         return channel
 
@@ -204,8 +206,7 @@ class QueuePuller:
         if room <= 0:
             self.stopping.wait(0.005)  # what is held is being stored
             return
-        got = self.script(keys=[*self.keys, self.channel.unacked_key, self.channel.unacked_index_key],
-                          args=[room, repr(now)])
+        got = self.script(keys=self.script_keys, args=[room, repr(now)])
         if got:
             self.deliver([self._message(tag, raw) for tag, raw in zip(got[::2], got[1::2], strict=True)])
             if len(got) // 2 >= room:
