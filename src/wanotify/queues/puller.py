@@ -200,8 +200,11 @@ class QueuePuller:
         now = time.time()
         if now - self.restored_at >= RESTORE_EVERY_S:
             self.restored_at = now
-            # What a dead worker held, back in the queue once the visibility timeout passed.
-            self.channel.qos.restore_visible(num=self.channel.unacked_restore_limit, interval=1)
+            # What a dead worker held, back in the queue once the visibility timeout passed: as
+            # kombu's event loop does it (every 10 s, the scan itself throttled to one call in
+            # ten), not more often. Scanning every 10 s gave back other queues' messages held
+            # by tasks still running (a stack with a 15 s visibility timeout lost campaign sends).
+            self.channel.qos.restore_visible(num=self.channel.unacked_restore_limit)
         room = min(self.take_max, self.room())
         if room <= 0:
             self.stopping.wait(0.005)  # what is held is being stored
