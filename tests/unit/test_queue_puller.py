@@ -32,7 +32,7 @@ def app(services: dict[str, str]) -> Iterator[Celery]:
 def queue(redis_client: Any) -> Iterator[str]:
     name = f"pull-{uuid.uuid4().hex[:8]}"
     yield name
-    redis_client.delete(name, *(f"{name}\x06\x16{p}" for p in (3, 6, 9)))
+    redis_client.delete(name, *(f"{name}\x06\x16{p}" for p in (3, 6, 9)), f"_wanotify.idle_pullers.{name}")
 
 
 def publish(app: Celery, queue: str, bodies: list[Any], **opts: Any) -> list[str]:
@@ -170,3 +170,62 @@ def test_restore_gives_back_to_the_front_at_once(app: Celery, queue: str, redis_
         assert [json.loads(r)["headers"]["argsrepr"] for r in raws] == ["[{'to': 'second'}]", "[{'to': 'first'}]"]
     finally:
         p.close()
+
+
+def _until(pred: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_sending_worker_leaves_the_queue_to_an_idle_one_while_it_is_there(
+        app: Celery, queue: str, redis_client: Any) -> None:
+    """Two pullers of one queue: the one whose process sends takes nothing while the idle one
+    is there and the queue is short; once the idle one has stopped, it takes everything."""
+    idle_sink, busy_sink = Sink(), Sink()
+    idle = QueuePuller(app, queue, idle_sink.deliver, lambda: idle_sink.room - len(idle_sink.got), node="idle")
+    busy = QueuePuller(app, queue, busy_sink.deliver, lambda: busy_sink.room - len(busy_sink.got), node="busy",
+                       sending=lambda: True)
+    key = f"_wanotify.idle_pullers.{queue}"
+    idle.start()
+    try:
+        _until(lambda: redis_client.zscore(key, "idle") is not None)
+        busy.start()
+        for _ in range(10):  # a trickle, as a producer's loop publishes
+            publish(app, queue, [{"to": str(i)} for i in range(20)])
+            time.sleep(0.03)
+        idle_sink.wait(200)
+        time.sleep(0.2)
+        assert len(busy_sink.got) == 0 and len(idle_sink.got) == 200
+        assert redis_client.zscore(key, "busy") is None  # a sending worker is never in the set
+    finally:
+        idle.stop()
+    assert redis_client.zscore(key, "idle") is None  # it left the set as it stopped
+    try:
+        publish(app, queue, [{"to": str(i)} for i in range(50)])
+        busy_sink.wait(50, timeout=5.0)
+        assert len(idle_sink.got) == 200
+    finally:
+        busy.stop()
+
+
+def test_sending_workers_take_their_share_of_a_burst_the_idle_one_cannot_hold(
+        app: Celery, queue: str, redis_client: Any) -> None:
+    idle_sink, busy_sink = Sink(), Sink()
+    idle = QueuePuller(app, queue, idle_sink.deliver, lambda: idle_sink.room - len(idle_sink.got), node="idle")
+    busy = QueuePuller(app, queue, busy_sink.deliver, lambda: busy_sink.room - len(busy_sink.got), node="busy",
+                       sending=lambda: True, help_at=100)
+    idle.start()
+    try:
+        _until(lambda: redis_client.zscore(f"_wanotify.idle_pullers.{queue}", "idle") is not None)
+        idle_sink.room = 0  # it holds all it may: still there (its word holds), taking nothing
+        busy.start()
+        publish(app, queue, [{"to": str(i)} for i in range(300)])
+        busy_sink.wait(200, timeout=2.0)  # (before the idle one's word lapses, FRESH_S)
+        assert idle_sink.got == []
+        time.sleep(0.3)
+        assert redis_client.llen(queue) < 100  # it took until fewer than help_at were waiting
+    finally:
+        idle.stop()
+        busy.stop()

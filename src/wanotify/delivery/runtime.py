@@ -100,3 +100,10 @@ def shutdown_runtime() -> None:
         if _runtime is not None and _pid == os.getpid():
             _runtime.close()
         _runtime = _pid = None
+
+
+def sending() -> bool:
+    """True while this process's dispatcher owns a number (a drain is running); never builds
+    the runtime (a process that has none sends nothing)."""
+    rt = _runtime
+    return rt is not None and _pid == os.getpid() and bool(rt.dispatcher.wakers)

@@ -3,15 +3,36 @@
 -- same value ([payload, exchange, routing_key]), so kombu's restore_visible (run by every
 -- worker) gives back what a dead worker held, after the visibility timeout.
 --
+-- A worker that is sending (its dispatcher owns a number) leaves the queue to the workers
+-- that are not, while one of them is there and the queue is short: the intake of a burst is
+-- then validated and stored away from the send loops it feeds. Those workers say so in the
+-- pullers' set (member: the worker, score: when it last looked).
+--
 -- KEYS: the queue's lists, highest priority first (the queue, then queue\x06\x163, ...);
---       then the unacked hash and the unacked index.
--- ARGV: the most messages to take; now (unix seconds, the index's score).
+--       then the unacked hash, the unacked index, and the pullers' set.
+-- ARGV: the most messages to take; now (unix seconds, the index's score); this worker's
+--       name; 'idle' or 'sending'; how many waiting messages a sending worker takes at
+--       anyway; how many seconds a worker's word in the set holds.
 -- Returns a flat list: tag, payload, tag, payload... (tag '' for a message that is not
--- kombu's JSON with a delivery tag: junk another producer pushed, taken and refused).
+-- kombu's JSON with a delivery tag: junk another producer pushed, taken and refused), or
+-- nil when this worker left the messages to an idle one.
 local n = tonumber(ARGV[1])
 local now = ARGV[2]
-local nq = #KEYS - 2
-local hash, index = KEYS[nq + 1], KEYS[nq + 2]
+local me, mode, help_at, fresh = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local nq = #KEYS - 3
+local hash, index, peers = KEYS[nq + 1], KEYS[nq + 2], KEYS[nq + 3]
+local t = tonumber(now)
+redis.call('ZREMRANGEBYSCORE', peers, '-inf', t - 10 * fresh)  -- workers long gone
+if mode == 'idle' then
+  redis.call('ZADD', peers, t, me)
+else
+  redis.call('ZREM', peers, me)
+  if redis.call('ZCOUNT', peers, t - fresh, '+inf') > 0 then
+    local waiting = 0
+    for q = 1, nq do waiting = waiting + redis.call('LLEN', KEYS[q]) end
+    if waiting < help_at then return false end
+  end
+end
 local out = {}
 local taken = 0
 for q = 1, nq do

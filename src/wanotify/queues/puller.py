@@ -16,11 +16,21 @@ back at once what a stopping worker did not store. When the queue is empty it wa
 ``BLMOVE queue queue RIGHT RIGHT`` (a rotation of the list onto itself: it returns as soon as
 a message is there and leaves it in place, so nothing is ever held outside the unacked
 hash). Requires Redis 6.2 or later (``RPOP`` with a count, ``BLMOVE``).
+
+A worker that is sending (``sending()``: its dispatcher owns a number) leaves the queue to
+the workers that are not, while one is there (each says so in a small set of the broker's
+at every round) and fewer than ``help_at`` messages wait: it looks again ``YIELD_S`` later.
+Measured with four workers and a burst published while a backlog is sent (``wanotify bench
+pacing --intake burst``), the burst's validation in the sending processes held the GIL
+from their send loops, which then fell behind their slots; a worker with no number to send
+stores it instead, and a burst too large for it is shared by all (``help_at``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +50,9 @@ TAKE_MAX = 100  # messages per round trip (one Lua call)
 LINGER_S = 0.002  # after a round that took some: the rest of a burst comes in a few ms
 WAIT_S = 1  # BLMOVE's timeout: how often an idle puller looks at the priority lists, restores
 RESTORE_EVERY_S = 10.0  # restore_visible, as kombu's event loop runs it
+YIELD_S = 0.025  # a sending worker that left the messages to an idle one looks again after this
+HELP_AT = 500  # waiting messages from which sending workers take their share anyway
+FRESH_S = 3.0  # how long an idle worker's word holds (it looks at least every WAIT_S)
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # reconnection backoff while the broker is away
 ACCEPT = prepare_accept_content({"json"})
 MIN_REDIS = (6, 2)
@@ -74,13 +87,18 @@ class QueuePuller:
     """
 
     def __init__(self, app: Celery, queue: str, deliver: Callable[[list[tuple[Any, Pulled]]], None],
-                 room: Callable[[], int], take_max: int = TAKE_MAX, linger_s: float = LINGER_S):
+                 room: Callable[[], int], take_max: int = TAKE_MAX, linger_s: float = LINGER_S,
+                 node: str = "", sending: Callable[[], bool] | None = None, help_at: int = HELP_AT):
         self.app = app
         self.queue = queue
         self.deliver = deliver
         self.room = room
         self.take_max = take_max
         self.linger_s = linger_s
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
+        self.sending = sending
+        self.help_at = help_at
+        self.peers_key = f"_wanotify.idle_pullers.{queue}"
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -172,7 +190,7 @@ class QueuePuller:
         with self.lock:
             self.conn, self.channel, self.client = conn, channel, client
         self.keys = [channel._q_for_pri(self.queue, p) for p in channel.priority_steps]
-        self.script_keys = [*self.keys, channel.unacked_key, channel.unacked_index_key]
+        self.script_keys = [*self.keys, channel.unacked_key, channel.unacked_index_key, self.peers_key]
         self.script = client.register_script(TAKE)
         return channel
 
@@ -194,7 +212,16 @@ class QueuePuller:
                 delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
                 failures += 1
                 self.stopping.wait(delay)
+        self._leave()
         self.close()
+
+    def _leave(self) -> None:
+        """No longer there to take the queue: sending workers stop leaving it to this one."""
+        try:
+            if self.client is not None:
+                self.client.zrem(self.peers_key, self.node)
+        except Exception:  # the broker is away: the word lapses by itself (FRESH_S)
+            log.debug("could not leave the %s pullers' set", self.queue, exc_info=True)
 
     def _round(self) -> None:
         now = time.time()
@@ -209,7 +236,11 @@ class QueuePuller:
         if room <= 0:
             self.stopping.wait(0.005)  # what is held is being stored
             return
-        got = self.script(keys=self.script_keys, args=[room, repr(now)])
+        mode = "sending" if self.sending is not None and self.sending() else "idle"
+        got = self.script(keys=self.script_keys, args=[room, repr(now), self.node, mode, self.help_at, FRESH_S])
+        if got is None:  # left to a worker that is not sending
+            self.stopping.wait(YIELD_S)
+            return
         if got:
             self.deliver([self._message(tag, raw) for tag, raw in zip(got[::2], got[1::2], strict=True)])
             if len(got) // 2 >= room:

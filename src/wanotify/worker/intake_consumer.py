@@ -33,6 +33,7 @@ from celery.worker.control import inspect_command
 
 from wanotify.core.backoff import task_retry_s
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
+from wanotify.delivery import runtime
 from wanotify.intake.service import notify_many, record_rejected, with_task_key
 from wanotify.logs import args_summary
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
@@ -362,8 +363,11 @@ class NotifyConsumer(bootsteps.StartStopStep):
             batcher = self.batcher
             # The puller has its own connection: a broken Celery connection (this step is
             # stopped and started again around it) leaves what it took in hand, to be stored.
+            # While this worker sends, a burst is left to the workers that do not (see
+            # queues.puller): its validation would hold the GIL from the send loop.
             self.puller = QueuePuller(c.app, NOTIFY, deliver=batcher.on_messages,
-                                      room=lambda: PREFETCH - batcher.held())
+                                      room=lambda: PREFETCH - batcher.held(),
+                                      node=c.hostname, sending=runtime.sending)
             batcher.after_batch = self.puller.flush
         self.batcher.events = c.event_dispatcher
         self.batcher.start()
