@@ -124,6 +124,20 @@ def bench_campaign(
     run_campaign(rows=rows, mps=mps, otp_rate=otp_rate, timeout=timeout)
 
 
+@bench_app.command("listing")
+def bench_listing(
+    rows: Annotated[int, typer.Option(help="Jobs to fill the table with (spread over 30 days).")] = 10_000_000,
+    repeat: Annotated[int, typer.Option(help="How many times each query shape is asked.")] = 20,
+) -> None:
+    """GET /v1/notifications on millions of jobs: each filter's page time, its plan, and the
+    same without the listing's indexes."""
+    from wanotify.devtools.bench import listing  # noqa: PLC0415 (devtools: this verb only)
+
+    if rows < 1000 or repeat < 1:
+        fail("rows must be at least 1000, repeat at least 1")
+    listing.run(rows=rows, repeat=repeat)
+
+
 @bench_app.command("throughput")
 def bench_throughput(
     runs: Annotated[int, typer.Option(help="Repeat and report medians.")] = 3,

@@ -104,6 +104,10 @@ class Notification(Base):
               postgresql_where=text("idempotency_key IS NOT NULL")),
         Index("ix_notifications_campaign_id", "campaign_id", postgresql_where=text("campaign_id IS NOT NULL")),
         Index("ix_notifications_open_since", "open_since", postgresql_where=text("open_since IS NOT NULL")),
+        # Listing (GET /v1/notifications, migration 0011): columns that never change once stored.
+        Index("ix_notifications_list_to", "to_number", "id"),
+        Index("ix_notifications_list_sender", "sender", "id"),
+        Index("ix_notifications_list_kind", "kind", "id"),
         {"postgresql_with": {"fillfactor": 90}},
     )
 

@@ -117,6 +117,32 @@ def _job_schemas() -> dict[str, Any]:
     return {**defs, "JobBody": schema}
 
 
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+_ANY_OF = "one value, or several comma-separated or repeated (any of them)"
+LIST_PARAMETERS: list[dict[str, Any]] = [
+    _query("status", {"type": "string"}, f"job status: {_ANY_OF}"),
+    _query("kind", {"type": "string"}, f"otp, transactional or marketing: {_ANY_OF}"),
+    _query("sender", {"type": "string"}, f"sender name: {_ANY_OF}"),
+    _query("to", {"type": "string"}, "the recipient, E.164"),
+    _query("idempotency_key", {"type": "string", "minLength": 1, "maxLength": 255}, "exact"),
+    _query("created_after", {"type": "string", "format": "date-time"}, "inclusive; ISO 8601 with a zone"),
+    _query("created_before", {"type": "string", "format": "date-time"}, "exclusive; ISO 8601 with a zone"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}, "jobs per page"),
+    _query("cursor", {"type": "string"}, "next_cursor of the previous page (same filters)"),
+]
+NOTIFICATION_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["items", "next_cursor"],
+    "properties": {
+        "items": {"type": "array", "maxItems": 500, "items": {"type": "object", "required": ["id", "status", "kind"]}},
+        "next_cursor": {"type": ["string", "null"], "description": "null on the last page"},
+    },
+}
+
+
 def _patch(schema: dict[str, Any]) -> None:
     comps = schema.setdefault("components", {})
     schemas = comps.setdefault("schemas", {})
@@ -167,6 +193,10 @@ def _specific(path: str, method: str, op: dict[str, Any], responses: dict[str, A
         responses["200"] = _json({"$ref": "#/components/schemas/Accepted"},
                                  "the same idempotency key and body again: the first job")
         errors.append("409")
+    elif key == ("get", "/v1/notifications"):
+        op["parameters"] = LIST_PARAMETERS
+        responses.clear()
+        responses["200"] = _json(NOTIFICATION_PAGE, "a page of jobs, newest first")
     elif key == ("post", "/v1/notifications:batch"):
         # Items are JobBody; an item that is not gets its own error in ``results`` (one bad
         # job never rejects the rest), so the array takes any items.

@@ -1,21 +1,34 @@
-"""``/v1/notifications``: enqueue one (also served by the hot path), a batch, read one."""
+"""``/v1/notifications``: enqueue one (also served by the hot path), a batch, read one, list."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from wanotify.accounts.api_keys import KeyRecord, KeyRejected, scope_job
+from wanotify.accounts.api_keys import KeyRecord, KeyRejected, out_of_scope, scope_job
+from wanotify.config import get_settings
 from wanotify.core.errors import IdempotencyConflict, InvalidJob
 from wanotify.core.jobs import Accepted
+from wanotify.core.kinds import KINDS
+from wanotify.core.phones import normalize_e164
+from wanotify.core.status import ALL as STATUSES
 from wanotify.intake.service import notify_many, prepare
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
+from wanotify.ops.listing import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    ListFilter,
+    decode_cursor,
+    list_notifications,
+)
 from wanotify.ops.views import notification_view
-from wanotify.web.auth import ApiKey, authorize, scoped
+from wanotify.web.auth import ApiKey, authorize, rejected, scoped
 from wanotify.web.errors import (
     DEPENDENCY_DOWN,
     MAX_BATCH,
@@ -115,3 +128,99 @@ async def get_notification(job_id: str, record: ApiKey) -> JSONResponse:
         raise field_error(404, "not_found", f"no notification {job_id}", "id", "unknown")
     return JSONResponse(view)
 
+
+# -- listing -------------------------------------------------------------------------------
+LIST_PARAMS = frozenset({"status", "kind", "sender", "to", "idempotency_key", "created_after", "created_before",
+                         "limit", "cursor"})
+MULTI = frozenset({"status", "kind", "sender"})  # repeated or comma-separated: any of them
+
+
+def _bad(name: str, reason: str) -> ApiError:
+    return field_error(422, "invalid_query", f"{name}: {reason}", name, reason)
+
+
+def _time(name: str, value: str) -> datetime:
+    # A "+" of an offset sent unencoded arrives as a space ("...T03:00:00 05:30").
+    raw = re.sub(r" (\d\d:?\d\d)$", r"+\1", value.strip())
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _bad(name, "must be an ISO 8601 time with a zone, e.g. 2026-12-08T09:30:00+05:30") from None
+    if at.tzinfo is None:
+        raise _bad(name, "needs a time zone (Z or an offset such as +05:30)")
+    return at
+
+
+def _collect(params: list[tuple[str, str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    multi: dict[str, list[str]] = {k: [] for k in MULTI}
+    one: dict[str, str] = {}
+    for name, value in params:
+        if name not in LIST_PARAMS:
+            raise _bad(name[:64] or "(a parameter without a name)", f"unknown parameter (known: {', '.join(sorted(LIST_PARAMS))})")
+        if name in MULTI:
+            multi[name] += [v.strip() for v in value.split(",") if v.strip()]
+        elif name in one:
+            raise _bad(name, "given more than once")
+        else:
+            one[name] = value
+    return multi, one
+
+
+def _check_choices(multi: dict[str, list[str]], record: KeyRecord) -> None:
+    for name, allowed in (("status", STATUSES), ("kind", KINDS)):
+        bad = next((v for v in multi[name] if v not in allowed), None)
+        if bad is not None:
+            raise _bad(name, f"unknown {name} {bad[:64]!r} (one of: {', '.join(allowed)})")
+    known = get_settings().sender_map
+    for sender in multi["sender"]:
+        if sender not in known:
+            raise _bad("sender", f"unknown sender {sender[:64]!r}")
+        if not record.allows(sender):
+            raise rejected(out_of_scope(record, sender))
+
+
+def list_filter(params: list[tuple[str, str]], record: KeyRecord) -> ListFilter:
+    """The query of ``GET /v1/notifications`` checked: a 422 naming the first bad parameter
+    (unknown ones included, so a misspelt filter is never silently ignored), a 403 for a
+    sender outside a scoped key's."""
+    multi, one = _collect(params)
+    _check_choices(multi, record)
+    to = None
+    if "to" in one:
+        try:
+            to = normalize_e164(one["to"])
+        except ValueError as exc:
+            raise _bad("to", str(exc)) from None
+    key = one.get("idempotency_key")
+    if key is not None and not 0 < len(key) <= 255:
+        raise _bad("idempotency_key", "must be 1 to 255 characters")
+    limit, after_id = _page(one)
+    ca = _time("created_after", one["created_after"]) if "created_after" in one else None
+    cb = _time("created_before", one["created_before"]) if "created_before" in one else None
+    return ListFilter(tuple(dict.fromkeys(multi["status"])), tuple(dict.fromkeys(multi["kind"])),
+                      tuple(dict.fromkeys(multi["sender"])), to, key, ca, cb, limit, after_id)
+
+
+def _page(one: dict[str, str]) -> tuple[int, Any]:
+    limit = DEFAULT_LIMIT
+    if "limit" in one:
+        try:
+            limit = int(one["limit"])
+        except ValueError:
+            raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise _bad("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    after_id = None
+    if "cursor" in one:
+        after_id = decode_cursor(one["cursor"].strip())
+        if after_id is None:
+            raise _bad("cursor", "not a cursor this API gave (use next_cursor of the previous page)")
+    return limit, after_id
+
+
+@router.get("/notifications")
+async def list_jobs(record: ApiKey, request: Request) -> JSONResponse:
+    """Jobs newest first: ``{"items": [...], "next_cursor"}`` (see ``ops.listing``)."""
+    f = list_filter(request.query_params.multi_items(), record)
+    page = await run_in_threadpool(list_notifications, f, record.senders)
+    return JSONResponse(page)
