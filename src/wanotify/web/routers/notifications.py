@@ -18,6 +18,7 @@ from wanotify.core.jobs import Accepted
 from wanotify.core.kinds import KINDS
 from wanotify.core.phones import normalize_e164
 from wanotify.core.status import ALL as STATUSES
+from wanotify.intake.cancel import cancel
 from wanotify.intake.service import notify_many, prepare
 from wanotify.metrics import JOBS_ACCEPTED, JOBS_REJECTED
 from wanotify.ops.listing import (
@@ -35,6 +36,7 @@ from wanotify.web.errors import (
     MAX_BATCH_BYTES,
     MAX_JOB_BYTES,
     ApiError,
+    error_body,
     error_response,
     field_error,
     parse_id,
@@ -119,6 +121,20 @@ async def create_batch(record: ApiKey, request: Request) -> JSONResponse:
     if waiting:  # every job in "results" with an id is stored: the producer must not resend them
         return error_response(stored_not_queued(waiting), results=out)
     return JSONResponse({"results": out}, status_code=202)
+
+
+@router.post("/notifications/{job_id:segment}:cancel")
+async def cancel_notification(job_id: str, record: ApiKey) -> JSONResponse:
+    """200 while the job was still queued (nothing handed to a provider), else 409."""
+    got = await run_in_threadpool(cancel, parse_id(job_id), record.senders)
+    if not got.found:  # another sender's: as if unknown
+        raise field_error(404, "not_found", f"no notification {job_id}", "id", "unknown")
+    if not got.cancelled:
+        reason = f"the job is {got.status}: past cancelling once it has gone to a provider or ended"
+        body = error_body("not_cancellable", reason, [{"field": "id", "reason": reason}])
+        body["error"]["status"] = got.status
+        return JSONResponse(body, status_code=409)
+    return JSONResponse({"id": str(parse_id(job_id)), "status": "cancelled"})
 
 
 @router.get("/notifications/{job_id:segment}")
