@@ -42,14 +42,20 @@ def _sent_to(stack: Stack, before: int) -> set[str]:
     return {m["to"].lstrip("+") for m in log if m["code"] == 0}
 
 
+def _hold_backup(stack: Stack) -> tuple[int, Lanes, int]:
+    """A run number, the lanes, the sandbox's last message; the backup sender paused (its
+    jobs stay queued until it is resumed)."""
+    lanes = Lanes(redis.Redis.from_url(stack.env["WANOTIFY_REDIS_URL"]))
+    with stack.sandbox() as sb:
+        before = int(sb.get("/_sandbox/messages", params={"limit": 1}).json()["last_seq"])
+    lanes.pause("backup", {"error": "held by the cancel test"})
+    return uuid.uuid4().int % 10000, lanes, before
+
+
 def test_a_queued_job_is_cancelled_and_never_sent(stack: Stack, db: Any) -> None:
     from wanotify.accounts.api_keys import create_key
 
-    run = uuid.uuid4().int % 10000
-    lanes = Lanes(redis.Redis.from_url(stack.env["WANOTIFY_REDIS_URL"]))
-    with stack.sandbox() as sb:
-        before = sb.get("/_sandbox/messages", params={"limit": 1}).json()["last_seq"]
-    lanes.pause("backup", {"error": "held by the cancel test"})
+    run, lanes, before = _hold_backup(stack)
     try:
         with stack.api() as api:
             a = api.post("/v1/notifications", json={**ORDER, "to": _to(run, 1)}).json()["id"]
@@ -82,11 +88,7 @@ def test_a_queued_job_is_cancelled_and_never_sent(stack: Stack, db: Any) -> None
 
 
 def test_cancels_racing_a_drain_either_cancel_or_send_never_both(stack: Stack, db: Any) -> None:
-    run = uuid.uuid4().int % 10000
-    lanes = Lanes(redis.Redis.from_url(stack.env["WANOTIFY_REDIS_URL"]))
-    with stack.sandbox() as sb:
-        before = sb.get("/_sandbox/messages", params={"limit": 1}).json()["last_seq"]
-    lanes.pause("backup", {"error": "held by the cancel test"})
+    run, lanes, before = _hold_backup(stack)
     try:
         with stack.api() as api:
             r = api.post("/v1/notifications:batch", json=[{**ORDER, "to": _to(run, i)} for i in range(300)])
